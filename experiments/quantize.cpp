@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+/// \file quantize.cpp
+/// \brief Quantize a safetensors file into bitsandbytes' 4-bit layout, or dequantize one back to float32.
+///
+///   build/experiments/quantize --scheme nf4 --double-quant --in model.safetensors --out model-nf4.safetensors
+///   build/experiments/quantize --dequantize --in model-nf4.safetensors --out model-f32.safetensors
+///
+/// Every 2-D F32/F16/BF16 tensor whose name matches --only (regex search; default all) and not --skip is
+/// quantized; every other tensor is copied unchanged. The output is what transformers' bitsandbytes loader reads
+/// (W, W.absmax, W.quant_map, [W.nested_*], W.quant_state.bitsandbytes__nf4|fp4). Per tensor it prints the
+/// shape, the bits/param measured from the stored bytes, MSE and SQNR. Writes are atomic: on any error no
+/// output file is left behind. Runtime: about a second per 100M parameters.
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+
+#include "common.hpp"
+#include "io/safetensors.hpp"
+#include "quant/quant.hpp"
+
+using namespace loralab;
+using namespace loralab::quant;
+
+namespace {
+
+std::string dtype_long_name(io::dtype t) {  // torch's spelling, as bnb records it in quant_state
+  return t == io::dtype::F16 ? "float16" : t == io::dtype::BF16 ? "bfloat16" : "float32";
+}
+
+int quantize_file(const std::string& in, const std::string& out, const std::string& scheme, int block, bool dq,
+                  const std::string& only, const std::string& skip) {
+  const auto f = io::safetensors_file::open(in);
+  const std::regex only_re(only.empty() ? ".*" : only), skip_re(skip);
+  bnb_writer writer;
+  std::vector<std::shared_ptr<const void>> keep_alive;  // quantized tensors referenced by the writer
+  std::vector<std::vector<float>> dense_keep;
+  experiments::table tab({"tensor", "shape", "action", "bits/param", "MSE", "SQNR dB"});
+  for (const auto& t : f.tensors()) {
+    const bool floating = t.type == io::dtype::F32 || t.type == io::dtype::F16 || t.type == io::dtype::BF16;
+    const bool selected = std::regex_search(t.name, only_re) && (skip.empty() || !std::regex_search(t.name, skip_re));
+    const std::string shape = fmt::format("[{}]", fmt::join(t.shape, ", "));
+    if (!(t.shape.size() == 2 && floating && selected)) {
+      writer.raw().add(t.name, t.type, t.shape, t.bytes);
+      tab.rows.push_back({t.name, shape, fmt::format("copied ({})", io::dtype_name(t.type)), "", "", ""});
+      continue;
+    }
+    LORALAB_CHECK(t.numel() > 0, in, ": tensor '", t.name, "' has no elements (shape ", shape, "): nothing to quantize");
+    const std::vector<float> x = t.to_float();
+    dispatch_4bit(scheme, block, dq, [&]<class S>(std::type_identity<S>) {
+      auto q = std::make_shared<const blockwise_tensor<S>>(blockwise_tensor<S>::template quantize<float>(x, t.shape));
+      std::vector<float> y(x.size());
+      q->template dequantize<float>(y);
+      const auto m = measure_error(x, y);
+      writer.add_4bit(t.name, *q, dtype_long_name(t.type));
+      tab.rows.push_back({t.name, shape, scheme_label<S>(), fmt::format("{:.4f}", q->measured_bits_per_param()),
+                          fmt::format("{:.3e}", m.mse), fmt::format("{:.2f}", m.sqnr_db)});
+      keep_alive.push_back(std::move(q));
+    });
+  }
+  tab.print_markdown();
+  writer.write(out);
+  fmt::print("wrote {}\n", out);
+  return 0;
+}
+
+int dequantize_file(const std::string& in, const std::string& out) {
+  const auto f = io::safetensors_file::open(in);
+  const auto quantized = bnb_4bit_weights(f);
+  LORALAB_CHECK(!quantized.empty(), in, ": no bitsandbytes 4-bit weight (no *.quant_state.bitsandbytes__nf4|fp4 key)");
+  io::safetensors_writer writer;
+  std::vector<std::vector<float>> keep;
+  experiments::table tab({"tensor", "shape", "action"});
+  for (const auto& t : f.tensors()) {
+    if (is_bnb_aux_key(t.name, quantized)) continue;
+    if (std::find(quantized.begin(), quantized.end(), t.name) == quantized.end()) {
+      writer.add(t.name, t.type, t.shape, t.bytes);
+      tab.rows.push_back({t.name, fmt::format("[{}]", fmt::join(t.shape, ", ")), "copied"});
+      continue;
+    }
+    visit_bnb_4bit(f, t.name, [&](const auto& q) {
+      auto& y = keep.emplace_back(q.numel());
+      q.template dequantize<float>(y);
+      writer.add<float>(t.name, q.shape(), y);
+      tab.rows.push_back({t.name, fmt::format("[{}]", fmt::join(q.shape(), ", ")),
+                          "dequantized from " + scheme_label<typename std::decay_t<decltype(q)>::scheme>()});
+    });
+  }
+  tab.print_markdown();
+  writer.write(out);
+  fmt::print("wrote {}\n", out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  experiments::common_options common;
+  std::string in, out, scheme = "nf4", only, skip;
+  int block = 64;
+  bool dq = false, dequantize = false;
+  experiments::po::options_description desc("quantize: safetensors <-> bitsandbytes 4-bit safetensors");
+  desc.add_options()("in", experiments::po::value(&in)->required(), "input .safetensors")(
+      "out", experiments::po::value(&out)->required(), "output .safetensors (written atomically)")(
+      "scheme", experiments::po::value(&scheme)->default_value(scheme), "nf4 or fp4")(
+      "blocksize", experiments::po::value(&block)->default_value(block), "32, 64, 128, 256, 512, 1024, 2048 or 4096")(
+      "double-quant", experiments::po::bool_switch(&dq), "quantize the absmax statistics too (QLoRA's DQ)")(
+      "only", experiments::po::value(&only), "quantize only tensors whose name matches this regex (search)")(
+      "skip", experiments::po::value(&skip), "never quantize tensors whose name matches this regex (search)")(
+      "dequantize", experiments::po::bool_switch(&dequantize), "read a bnb 4-bit file and write float32");
+  experiments::add_common_options(desc, common);
+  experiments::po::variables_map vm;
+  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  if (dequantize) return dequantize_file(in, out);
+  LORALAB_CHECK(scheme == "nf4" || scheme == "fp4", "--scheme must be nf4 or fp4, got '", scheme, "'");
+  try {
+    (void)std::regex(only), (void)std::regex(skip);
+  } catch (const std::regex_error& e) {
+    fail("--only/--skip: invalid regex: ", e.what());
+  }
+  return quantize_file(in, out, scheme, block, dq, only, skip);
+} catch (const std::exception& e) {
+  fmt::print(stderr, "quantize: error: {}\n", e.what());
+  return 1;
+}
