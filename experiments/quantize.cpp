@@ -6,7 +6,8 @@
 ///   build/experiments/quantize --dequantize --in model-nf4.safetensors --out model-f32.safetensors
 ///
 /// Every 2-D F32/F16/BF16 tensor whose name matches --only (regex search; default all) and not --skip is
-/// quantized; every other tensor is copied unchanged. The output is what transformers' bitsandbytes loader reads
+/// quantized; every other tensor is copied unchanged (a tensor that --only names but that is not a 2-D float
+/// tensor is an error). The output is what transformers' bitsandbytes loader reads
 /// (W, W.absmax, W.quant_map, [W.nested_*], W.quant_state.bitsandbytes__nf4|fp4). Per tensor it prints the
 /// shape, the bits/param measured from the stored bytes, MSE and SQNR. Writes are atomic: on any error no
 /// output file is left behind. Runtime: about a second per 100M parameters.
@@ -43,6 +44,10 @@ int quantize_file(const std::string& in, const std::string& out, const std::stri
     const bool floating = t.type == io::dtype::F32 || t.type == io::dtype::F16 || t.type == io::dtype::BF16;
     const bool selected = std::regex_search(t.name, only_re) && (skip.empty() || !std::regex_search(t.name, skip_re));
     const std::string shape = fmt::format("[{}]", fmt::join(t.shape, ", "));
+    // Named on purpose with --only but not quantizable: say so rather than copy it silently.
+    LORALAB_CHECK(!(selected && !only.empty() && !(t.shape.size() == 2 && floating)), in, ": tensor '", t.name,
+                  "' matches --only but is ", io::dtype_name(t.type), " ", shape,
+                  ": only 2-D F32/F16/BF16 tensors can be quantized");
     if (!(t.shape.size() == 2 && floating && selected)) {
       writer.raw().add(t.name, t.type, t.shape, t.bytes);
       tab.rows.push_back({t.name, shape, fmt::format("copied ({})", io::dtype_name(t.type)), "", "", ""});

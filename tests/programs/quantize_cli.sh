@@ -40,6 +40,7 @@ fails_cleanly "unknown scheme" "nf3" "$tmp/o5.safetensors" --scheme nf3 --in "$t
 fails_cleanly "bad block size" "48" "$tmp/o6.safetensors" --blocksize 48 --in "$tmp/model.safetensors" --out "$tmp/o6.safetensors"
 fails_cleanly "unknown flag" "--frobnicate" "$tmp/o7.safetensors" --frobnicate --in "$tmp/model.safetensors" --out "$tmp/o7.safetensors"
 fails_cleanly "dequantize a plain file" "no bitsandbytes 4-bit weight" "$tmp/o8.safetensors" --dequantize --in "$tmp/model.safetensors" --out "$tmp/o8.safetensors"
+fails_cleanly "--only names an integer tensor" "tensor 'ids' matches --only but is I32" "$tmp/o10.safetensors" --only '^ids$' --in "$tmp/model.safetensors" --out "$tmp/o10.safetensors"
 fails_cleanly "bad regex" "regex" "$tmp/o9.safetensors" --only '(' --in "$tmp/model.safetensors" --out "$tmp/o9.safetensors"
 
 "$q" --help >"$tmp/help" 2>&1
