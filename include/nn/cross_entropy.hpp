@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Cross-entropy over the vocabulary with HF's ignore index −100: the loss is the mean over non-ignored rows.
+// Forward and backward are fused: one pass computes the loss and dlogits = (softmax − onehot) / count.
+#include <cmath>
+#include <vector>
+
+#include "core/check.hpp"
+#include "nn/tensor.hpp"
+
+namespace loralab::nn {
+
+inline constexpr int ignore_index = -100;
+
+/// Returns the mean loss and, when dlogits is given, fills it (M, V). A batch with no target is an error.
+template <class S>
+double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, matrix<S>* dlogits, int* counted = nullptr) {
+  const Eigen::Index M = logits.rows(), V = logits.cols();
+  LORALAB_CHECK(Eigen::Index(targets.size()) == M, "cross_entropy: ", targets.size(), " targets for ", M, " rows");
+  int n = 0;
+  for (int t : targets) {
+    LORALAB_CHECK(t == ignore_index || (t >= 0 && t < V), "cross_entropy: target ", t, " outside the vocabulary of ", V);
+    n += t != ignore_index;
+  }
+  LORALAB_CHECK(n > 0, "cross_entropy: every target is the ignore index -100: nothing to learn from");
+  if (counted) *counted = n;
+  if (dlogits) dlogits->resize(M, V);
+  double loss = 0;
+#pragma omp parallel for schedule(static) reduction(+ : loss) if (M > 16)
+  for (Eigen::Index i = 0; i < M; ++i) {
+    const int t = targets[std::size_t(i)];
+    if (t == ignore_index) {
+      if (dlogits) dlogits->row(i).setZero();
+      continue;
+    }
+    const S mx = logits.row(i).maxCoeff();
+    const S sum = (logits.row(i).array() - mx).exp().sum();
+    const S lse = mx + std::log(sum);
+    loss += double(lse - logits(i, t));
+    if (dlogits) {
+      dlogits->row(i) = ((logits.row(i).array() - lse).exp() / S(n)).matrix();
+      (*dlogits)(i, t) -= S(1) / S(n);
+    }
+  }
+  return loss / n;
+}
+
+}  // namespace loralab::nn

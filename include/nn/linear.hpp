@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Linear layers over a weight policy: y = x Wᵀ, W (N, K) row-major.
+//
+//   linear<dense_weight<float>>        a float (or double, for gradient checks) weight; trainable on request
+//   linear<quant_weight<nf4<64>>>      a frozen quantized weight, dequantized tile by tile inside the product
+//
+// Both share forward(x) / backward(x, dy) and never allocate a gradient for a frozen weight.
+#include <algorithm>
+#include <string>
+
+#include "core/check.hpp"
+#include "nn/tensor.hpp"
+#include "quant/quantized_tensor.hpp"
+
+namespace loralab::nn {
+
+/// A dense weight. The gradient buffer exists only after set_trainable(true).
+template <class S>
+struct dense_weight {
+  using scalar = S;
+  matrix<S> w;     // (N, K)
+  matrix<S> grad;  // (N, K) when trainable, else empty
+
+  bool trainable() const { return grad.size() != 0; }
+  void set_trainable(bool on) {
+    if (on && !trainable()) grad = matrix<S>::Zero(w.rows(), w.cols());
+    if (!on) grad = matrix<S>();
+  }
+  std::size_t weight_bytes() const { return bytes_of(w); }
+  std::size_t stats_bytes() const { return 0; }
+  std::size_t grad_bytes() const { return bytes_of(grad); }
+  Eigen::Index rows() const { return w.rows(); }
+  Eigen::Index cols() const { return w.cols(); }
+};
+
+/// A frozen quantized weight (compute in float32). Never trainable: QLoRA trains adapters, not the base.
+template <class Scheme>
+struct quant_weight {
+  using scalar = float;
+  using scheme = Scheme;
+  quant::quantized_tensor<Scheme> q;
+  Eigen::Index n = 0, k = 0;
+
+  bool trainable() const { return false; }
+  void set_trainable(bool on) {
+    LORALAB_CHECK(!on, "a quantized weight (", quant::scheme_label<Scheme>(), ") is frozen: train an adapter instead");
+  }
+  /// Codes only; the per-block statistics are counted apart (stats_bytes) as the memory report shows them.
+  std::size_t weight_bytes() const { return q.storage_bytes() - stats_bytes(); }
+  std::size_t stats_bytes() const {
+    if constexpr (std::same_as<Scheme, quant::int8_rowwise>) return q.storage_bytes() - q.numel();
+    else return q.storage_bytes() - q.code_bytes();
+  }
+  std::size_t grad_bytes() const { return 0; }
+  Eigen::Index rows() const { return n; }
+  Eigen::Index cols() const { return k; }
+};
+
+/// Rows of a quantized weight dequantized per tile: small enough to stay in cache, big enough for sgemm.
+inline constexpr Eigen::Index dequant_tile_rows = 128;
+
+template <class Weight>
+struct linear {
+  using weight_type = Weight;
+  using scalar = typename Weight::scalar;
+  Weight weight;
+  /// Dequantization workspace (quantized weights only): a model points every layer at one shared buffer,
+  /// so the tiles cost (dequant_tile_rows, max K) floats once, not once per layer.
+  matrix<float>* shared_tile = nullptr;
+
+  Eigen::Index in_features() const { return weight.cols(); }
+  Eigen::Index out_features() const { return weight.rows(); }
+
+  /// y (M, N) = x (M, K) Wᵀ
+  void forward(const matrix<scalar>& x, matrix<scalar>& y) const {
+    LORALAB_CHECK(x.cols() == in_features(), "linear: input has ", x.cols(), " features, weight expects ", in_features());
+    y.resize(x.rows(), out_features());
+    if constexpr (is_dense) {
+      y.noalias() = x * weight.w.transpose();
+    } else {
+      for_each_tile([&](const auto& tile, Eigen::Index n0, Eigen::Index nt) {
+        y.middleCols(n0, nt).noalias() = x * tile.transpose();
+      });
+    }
+  }
+
+  /// dx (M, K) = dy (M, N) W; if the weight is trainable, dW += dyᵀ x.
+  void backward(const matrix<scalar>& x, const matrix<scalar>& dy, matrix<scalar>& dx) {
+    dx.resize(dy.rows(), in_features());
+    if constexpr (is_dense) {
+      dx.noalias() = dy * weight.w;
+      if (weight.trainable()) weight.grad.noalias() += dy.transpose() * x;
+    } else {
+      dx.setZero();
+      for_each_tile([&](const auto& tile, Eigen::Index n0, Eigen::Index nt) { dx.noalias() += dy.middleCols(n0, nt) * tile; });
+    }
+  }
+
+  /// The weight as a dense float matrix (merging, export, tests).
+  matrix<scalar> dense() const {
+    if constexpr (is_dense) {
+      return weight.w;
+    } else {
+      matrix<float> w(out_features(), in_features());
+      weight.q.template dequantize_rows<float>(0, out_features(), std::span<float>(w.data(), w.size()));
+      return w;
+    }
+  }
+
+  std::size_t workspace_bytes() const { return shared_tile ? 0 : bytes_of(own_tile); }
+
+ private:
+  mutable matrix<float> own_tile;
+
+  static constexpr bool is_dense = std::same_as<Weight, dense_weight<scalar>>;
+
+  template <class F>
+  void for_each_tile(F&& f) const {
+    const Eigen::Index N = out_features(), K = in_features();
+    matrix<float>& buf = shared_tile ? *shared_tile : own_tile;
+    if (buf.size() < std::min(dequant_tile_rows, N) * K) buf.resize(dequant_tile_rows, K);
+    for (Eigen::Index n0 = 0; n0 < N; n0 += dequant_tile_rows) {
+      const Eigen::Index nt = std::min(dequant_tile_rows, N - n0);
+      weight.q.template dequantize_rows<float>(std::size_t(n0), std::size_t(n0 + nt), std::span<float>(buf.data(), std::size_t(nt * K)));
+      f(Eigen::Map<const matrix<float>>(buf.data(), nt, K), n0, nt);
+    }
+  }
+};
+
+/// A dense linear layer from a (N, K) row-major float array.
+template <class S>
+linear<dense_weight<S>> make_dense_linear(const float* data, Eigen::Index n, Eigen::Index k) {
+  linear<dense_weight<S>> l;
+  l.weight.w = Eigen::Map<const matrix<float>>(data, n, k).template cast<S>();
+  return l;
+}
+
+/// A quantized linear layer from a (N, K) row-major float array.
+template <class Scheme>
+linear<quant_weight<Scheme>> make_quant_linear(const float* data, Eigen::Index n, Eigen::Index k) {
+  linear<quant_weight<Scheme>> l;
+  std::span<const float> w(data, std::size_t(n * k));
+  if constexpr (std::same_as<Scheme, quant::int8_rowwise>)
+    l.weight.q = quant::rowwise_int8_tensor::quantize<float>(w, std::size_t(n), std::size_t(k));
+  else
+    l.weight.q = quant::blockwise_tensor<Scheme>::template quantize<float>(w, {n, k});
+  l.weight.n = n, l.weight.k = k;
+  return l;
+}
+
+}  // namespace loralab::nn
