@@ -244,8 +244,9 @@ void read_llama2c_body(bin_reader& r, model_file& m, std::uint64_t file_size, st
     if (!l2c_present(k, c, version)) continue;
     if (q8(pos)) {
       const std::int64_t n = numel(l2c_shape(k, c));
-      LORALAB_CHECK(n % group_size == 0, r.where, ": ", row_of(k).name, " has ", n,
-                    " values per layer, not a multiple of the header's group_size ", group_size);
+      LORALAB_CHECK(n % group_size == 0, r.where, ": ", row_of(k).name, " has ", n, " values",
+                    row_of(k).per_layer ? " per layer" : "", ", not a multiple of the header field 'group_size' ",
+                    group_size);
     }
     const std::optional<std::uint64_t> bytes = l2c_bytes(k, c, q8(pos), group_size);
     const std::optional<std::uint64_t> sum =
@@ -575,10 +576,11 @@ inline model_file read_hf_dir(const std::filesystem::path& dir) {
         fail(where, ": weight_map entry '", name, "' names shard '", rel.string(), "', not a file in ", dir.string());
       by_shard[rel.string()].push_back(name);
     }
+    for (const auto& [shard, names] : by_shard)
+      if (!fs::exists(dir / shard))
+        fail(where, ": weight_map names shard '", shard, "' (for tensor '", names.front(), "'), which does not exist");
     for (const auto& [shard, names] : by_shard) {
       const fs::path p = dir / shard;
-      if (!fs::exists(p))
-        fail(where, ": weight_map names shard '", shard, "' (for tensor '", names.front(), "'), which does not exist");
       const auto f = io::safetensors_file::open(p);
       const std::set<std::string> listed(names.begin(), names.end());
       for (const auto& t : f.tensors()) {
