@@ -346,7 +346,6 @@ inline model_file read_llama2c(const std::filesystem::path& bin) {
       }(), "), so the file was read as a legacy v0 checkpoint]");
     }
   }
-  if (m.config.tie_word_embeddings) m.tensors.erase("lm_head.weight");
   validate_model_file(m, where);
   return m;
 }

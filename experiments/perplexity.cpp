@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+/// \file perplexity.cpp
+/// \brief Teacher-forced perplexity of a text under a Llama model, float or quantized.
+///
+///   build/experiments/perplexity --model stories260K.bin --tokenizer tok512.model --text-file story.txt --quant nf4 --double-quant
+///
+/// The file is read whole, encoded after a BOS, and scored in windows of --context positions (default: the
+/// model's context) that overlap by one token. Prints one line: tokens=N mean_nll=X perplexity=Y.
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <fmt/core.h>
+
+#include "common.hpp"
+#include "model_cli.hpp"
+#include "nn/model_io.hpp"
+#include "nn/tokenizer.hpp"
+
+using namespace loralab;
+
+int main(int argc, char** argv) try {
+  experiments::common_options common;
+  std::string model_path, tokenizer_path, text_file, quant = "none";
+  bool dq = false;
+  int context = 0;
+  experiments::po::options_description desc("perplexity: teacher-forced NLL of a text file");
+  desc.add_options()("model", experiments::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
+      "tokenizer", experiments::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
+      "text-file", experiments::po::value(&text_file)->required(), "UTF-8 text to score")(
+      "context", experiments::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
+      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none, nf4, fp4 or int8")(
+      "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax");
+  experiments::add_common_options(desc, common);
+  experiments::po::variables_map vm;
+  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+
+  const nn::model_file file = nn::load_model_file(model_path);
+  const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
+  nn::check_vocab_matches(*tok, file.config.vocab_size, tokenizer_path, model_path);
+  std::ifstream in(text_file, std::ios::binary);
+  LORALAB_CHECK(in, text_file, ": cannot open the text file");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::vector<int> ids = tok->encode(text.str(), /*add_bos=*/true);
+  LORALAB_CHECK(ids.size() >= 2, text_file, ": the text has no tokens to score");
+  experiments::with_model(file, quant, dq, [&](auto& m) {
+    const auto r = experiments::teacher_forced_nll(m, ids, context == 0 ? m.config.max_seq_len : context);
+    fmt::print("tokens={} mean_nll={:.6f} perplexity={:.6f}\n", r.tokens, r.mean_nll, r.perplexity());
+  });
+  return 0;
+} catch (const std::exception& e) {
+  fmt::print(stderr, "perplexity: error: {}\n", e.what());
+  return 1;
+}
