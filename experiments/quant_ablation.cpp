@@ -9,10 +9,14 @@
 ///
 ///   build/experiments/quant_ablation                        # Gaussian 4096x4096, N(0, 0.02), fresh per --seed
 ///   build/experiments/quant_ablation --weights model.safetensors   # every 2-D float tensor of a real model
+///   build/experiments/quant_ablation --model stories260K.bin --tokenizer tok512.model --text-file story.txt
+///       # a real model's linear layers, with the perplexity each scheme gives it next to the error metrics
 ///
 /// Runtime ~10 s on 2 cores. Output: a Markdown table (31 rows) and two summary lines on stdout,
 /// OUT/quant_ablation.csv and OUT/quant_ablation.png (OUT = --out-dir, default results/).
 #include <cmath>
+#include <fstream>
+#include <sstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +25,9 @@
 
 #include "common.hpp"
 #include "io/safetensors.hpp"
+#include "model_cli.hpp"
+#include "nn/model_io.hpp"
+#include "nn/tokenizer.hpp"
 #include "quant/quant.hpp"
 
 using namespace loralab;
@@ -37,11 +44,19 @@ struct result {
   std::string family, label;
   int block = 0;
   double bits_analytic = 0, bits_measured = 0, mse = 0, sqnr_db = 0, max_abs_error = 0;
+  double perplexity = 0;  // with --model: the model with these linears, on --text-file
+};
+
+/// With --model: the model, the scored text, and its window.
+struct model_eval {
+  const nn::model_file* file = nullptr;
+  std::vector<int> ids;
+  int context = 0;
 };
 
 /// Quantizes every tensor with S, dequantizes, and sums storage and error over all of them.
 template <quant_scheme S>
-result measure(const weights& w, float int8_threshold) {
+result measure(const weights& w, float int8_threshold, const model_eval& eval) {
   std::size_t bytes = 0;
   double noise = 0, signal = 0, max_err = 0;
   for (std::size_t t = 0; t < w.data.size(); ++t) {
@@ -77,7 +92,19 @@ result measure(const weights& w, float int8_threshold) {
   r.mse = noise / n;
   r.sqnr_db = 10 * std::log10(signal / noise);
   r.max_abs_error = max_err;
+  if (eval.file) {
+    auto m = nn::make_quantized_model<S>(*eval.file);
+    r.perplexity = experiments::teacher_forced_nll(m, eval.ids, eval.context).perplexity();
+  }
   return r;
+}
+
+/// The 7·L linear weights of a model, the tensors QLoRA quantizes.
+weights from_model(const nn::model_file& f) {
+  weights w;
+  for (const auto& [name, t] : f.tensors)
+    if (name.find("_proj.weight") != std::string::npos) w.names.push_back(name), w.data.push_back(t.data), w.shapes.push_back(t.shape);
+  return w;
 }
 
 weights gaussian(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
@@ -104,7 +131,8 @@ weights from_safetensors(const std::string& path) {
 int main(int argc, char** argv) try {
   experiments::common_options common;
   std::int64_t rows = 4096, cols = 4096;
-  std::string weights_path, out_dir = "results";
+  std::string weights_path, out_dir = "results", model_path, tokenizer_path, text_file;
+  int context = 0;
   float int8_threshold = 0.0f;
   experiments::po::options_description desc("quant_ablation: storage vs error for every bitsandbytes scheme");
   desc.add_options()("rows", experiments::po::value(&rows)->default_value(rows), "rows of the Gaussian weight")(
@@ -112,32 +140,62 @@ int main(int argc, char** argv) try {
       "weights", experiments::po::value(&weights_path), "a .safetensors file: ablate its 2-D float tensors instead")(
       "int8-threshold", experiments::po::value(&int8_threshold)->default_value(int8_threshold),
       "LLM.int8 outlier threshold for the int8 row-wise scheme (0 = none, bnb's default)")(
-      "out-dir", experiments::po::value(&out_dir)->default_value(out_dir), "where the CSV and the plot go");
+      "out-dir", experiments::po::value(&out_dir)->default_value(out_dir), "where the CSV and the plot go")(
+      "model", experiments::po::value(&model_path), "a llama2.c checkpoint or HF directory: ablate its linear layers and "
+                                                     "report perplexity (needs --tokenizer and --text-file)")(
+      "tokenizer", experiments::po::value(&tokenizer_path), "with --model: sentencepiece .model or llama2.c tokenizer.bin")(
+      "text-file", experiments::po::value(&text_file), "with --model: the text whose perplexity is reported")(
+      "context", experiments::po::value(&context)->default_value(0), "with --model: window in tokens (0 = the model's)");
   experiments::add_common_options(desc, common);
   experiments::po::variables_map vm;
   if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
   LORALAB_CHECK(rows > 0 && cols > 0, "--rows and --cols must be positive, got ", rows, " x ", cols);
 
-  const weights w = weights_path.empty() ? gaussian(rows, cols, common.seed) : from_safetensors(weights_path);
-  fmt::print("# quant_ablation: {} tensor(s), {} parameters ({}), seed {}, threads {}\n\n", w.data.size(), w.numel(),
-             weights_path.empty() ? fmt::format("Gaussian {}x{} N(0, 0.02)", rows, cols) : weights_path, common.seed,
-             omp_get_max_threads());
+  LORALAB_CHECK(weights_path.empty() || model_path.empty(), "--weights and --model exclude each other");
+  LORALAB_CHECK(model_path.empty() || (!tokenizer_path.empty() && !text_file.empty()),
+                "--model needs --tokenizer and --text-file (the perplexity is measured on that text)");
+  nn::model_file model;
+  model_eval eval;
+  double float_perplexity = 0;
+  if (!model_path.empty()) {
+    model = nn::load_model_file(model_path);
+    const auto tok = nn::load_tokenizer(tokenizer_path, model.config.vocab_size);
+    nn::check_vocab_matches(*tok, model.config.vocab_size, tokenizer_path, model_path);
+    std::ifstream in(text_file, std::ios::binary);
+    LORALAB_CHECK(in, text_file, ": cannot open the text file");
+    std::stringstream text;
+    text << in.rdbuf();
+    eval = {&model, tok->encode(text.str(), /*add_bos=*/true), context == 0 ? model.config.max_seq_len : context};
+    auto dense = nn::make_dense_model<float>(model);
+    float_perplexity = experiments::teacher_forced_nll(dense, eval.ids, eval.context).perplexity();
+  }
+  const weights w = !model_path.empty() ? from_model(model)
+                    : weights_path.empty() ? gaussian(rows, cols, common.seed) : from_safetensors(weights_path);
+  const std::string source = !model_path.empty() ? model_path + " (linear layers)"
+                             : weights_path.empty() ? fmt::format("Gaussian {}x{} N(0, 0.02)", rows, cols) : weights_path;
+  fmt::print("# quant_ablation: {} tensor(s), {} parameters ({}), seed {}, threads {}\n\n", w.data.size(), w.numel(), source,
+             common.seed, omp_get_max_threads());
+  if (eval.file)
+    fmt::print("float32 perplexity on {} ({} tokens): {:.4f}\n\n", text_file, eval.ids.size() - 1, float_perplexity);
 
   std::vector<result> results;
   const auto per_block = [&]<int... Bs>(std::integer_sequence<int, Bs...>) {
-    ((results.push_back(measure<nf4<Bs>>(w, 0)), results.push_back(measure<double_quant<nf4<Bs>>>(w, 0)),
-      results.push_back(measure<fp4<Bs>>(w, 0)), results.push_back(measure<double_quant<fp4<Bs>>>(w, 0)),
-      results.push_back(measure<dynamic8<Bs>>(w, 0))), ...);
+    ((results.push_back(measure<nf4<Bs>>(w, 0, eval)), results.push_back(measure<double_quant<nf4<Bs>>>(w, 0, eval)),
+      results.push_back(measure<fp4<Bs>>(w, 0, eval)), results.push_back(measure<double_quant<fp4<Bs>>>(w, 0, eval)),
+      results.push_back(measure<dynamic8<Bs>>(w, 0, eval))), ...);
   };
   per_block(std::integer_sequence<int, 32, 64, 128, 256, 1024, 4096>{});
-  results.push_back(measure<int8_rowwise>(w, int8_threshold));
+  results.push_back(measure<int8_rowwise>(w, int8_threshold, eval));
 
   experiments::table tab({"scheme", "family", "block", "bits/param (analytic)", "bits/param (measured)", "MSE",
                           "SQNR dB", "max |err|"});
-  for (const auto& r : results)
+  if (eval.file) tab.header.push_back("perplexity");
+  for (const auto& r : results) {
     tab.rows.push_back({r.label, r.family, r.block ? std::to_string(r.block) : "row", fmt::format("{:.4f}", r.bits_analytic),
                         fmt::format("{:.4f}", r.bits_measured), fmt::format("{:.4e}", r.mse),
                         fmt::format("{:.2f}", r.sqnr_db), fmt::format("{:.4e}", r.max_abs_error)});
+    if (eval.file) tab.rows.back().push_back(fmt::format("{:.4f}", r.perplexity));
+  }
   tab.print_markdown();
 
   const auto find = [&](const std::string& label) { return *std::find_if(results.begin(), results.end(), [&](auto& r) { return r.label == label; }); };

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # quant_ablation: the table, the QLoRA claims it must show, CSV and plot, determinism per seed, real weights.
 set -u
-build="$1"; fixtures="$2"
+build="$1"; fixtures="$2"; shared="$3"
 . "$(dirname "$0")/lib.sh"
 a="$build/experiments/quant_ablation"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -30,6 +30,18 @@ expect "--weights reports 4 tensors" contains "$tmp/w.log" "4 tensor(s)"
 "$a" --weights "$tmp/fx/truncated.safetensors" --out-dir "$tmp/w2" >"$tmp/w2.log" 2>&1
 expect "--weights on a truncated file fails" test $? -ne 0
 expect "... naming the file" contains "$tmp/w2.log" "truncated.safetensors"
+M="$shared/models"
+head -c 3000 "$shared/data/tinystories_validation_100.txt" >"$tmp/text.txt"
+"$a" --model "$M/stories260K.bin" --tokenizer "$M/tok512.model" --text-file "$tmp/text.txt" --out-dir "$tmp/m" >"$tmp/m.log" 2>&1
+expect "--model exits 0" test $? -eq 0
+expect "--model ablates the 35 linear layers" contains "$tmp/m.log" "35 tensor(s), 226560 parameters"
+expect "--model reports the float perplexity" contains "$tmp/m.log" "float32 perplexity"
+expect "--model adds a perplexity column" contains "$tmp/m/quant_ablation.csv" "perplexity"
+ppl() { grep "^| $1 " "$tmp/m.log" | awk -F'|' '{gsub(/ /,"",$10); print $10}'; }
+expect "nf4-b64 perplexity ($(ppl nf4-b64)) below fp4-b64 ($(ppl fp4-b64))" python3 -c "import sys; sys.exit(not ($(ppl nf4-b64) < $(ppl fp4-b64)))"
+"$a" --model "$M/stories260K.bin" >"$tmp/m2.log" 2>&1
+expect "--model without --tokenizer is refused" test $? -ne 0
+expect "... saying what is missing" contains "$tmp/m2.log" "needs --tokenizer and --text-file"
 "$a" --rows 0 >"$tmp/z.log" 2>&1
 expect "--rows 0 is refused" test $? -ne 0
 finish
