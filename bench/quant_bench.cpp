@@ -164,8 +164,8 @@ int run(const config& cfg) {
   const std::vector<float> x = gaussian(cfg.size, cfg.seed);
   std::vector<float> out(cfg.size, 1.0f);  // written here, so no timed call takes its page faults
   const double mc1 = memcpy_gbps(cfg, x, out, false), mct = memcpy_gbps(cfg, x, out, true);
-  fmt::print("memcpy, 1 thread:                      {:6.2f} GB/s\n", mc1);
-  fmt::print("memcpy, {} threads (baseline of ratios): {:6.2f} GB/s\n\n", threads, mct);
+  fmt::print("{:<42} {:6.2f} GB/s\n", "memcpy, 1 thread:", mc1);
+  fmt::print("{:<42} {:6.2f} GB/s\n\n", fmt::format("memcpy, --threads={} (baseline of ratios):", threads), mct);
 
   const std::vector<std::int64_t> shape = {static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols)};
   std::vector<row> table;

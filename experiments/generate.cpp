@@ -66,7 +66,7 @@ int main(int argc, char** argv) try {
       "top-k", experiments::po::value(&o.sampling.top_k)->default_value(0), "sample among the k most likely (0 = all)")(
       "top-p", experiments::po::value(&o.sampling.top_p)->default_value(1.0f), "nucleus sampling threshold (1 = off)")(
       "repetition-penalty", experiments::po::value(&o.sampling.repetition_penalty)->default_value(1.0f), "1 = off")(
-      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none, nf4, fp4 or int8")(
+      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
       "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
       "print-ids", experiments::po::bool_switch(&print_ids), "also print the generated token ids on one line")(
       "interactive", experiments::po::bool_switch(&interactive), "read prompts from the terminal, one per line");
@@ -82,6 +82,8 @@ int main(int argc, char** argv) try {
   nn::check_vocab_matches(*tok, file.config.vocab_size, tokenizer_path, model_path);
   o.stop_ids = {tok->eos_id(), tok->bos_id()};  // llama2.c models start a new story with BOS
   experiments::with_model(file, quant, dq, [&](auto& m) {
+    std::cerr << "model: " << m.config << "\nbase weights: " << quant << (dq ? " + double quant" : "") << "\n"
+              << nn::kv_cache_decoder<typename std::decay_t<decltype(m)>::linear_type>(m).memory() << "\n";
     if (!interactive) return run_once(m, *tok, prompt, o, print_ids);
     std::string line;
     while (std::fputs("> ", stderr), std::getline(std::cin, line) && line != "/quit") run_once(m, *tok, line, o, print_ids);

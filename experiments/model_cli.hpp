@@ -15,15 +15,18 @@
 
 namespace loralab::experiments {
 
-/// Calls fn(model) with the base built as --quant asks: none (float32), nf4 / fp4 at block 64 (QLoRA's
-/// setting; with --double-quant the absmax is double-quantized), or int8 (LLM.int8 row-wise).
+/// Calls fn(model) with the base built as --quant asks: none (float32), bf16 (bfloat16 storage), nf4 / fp4 at
+/// block 64 (QLoRA's setting; with --double-quant the absmax is double-quantized), or int8 (LLM.int8 row-wise).
 template <class F>
 void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
-  LORALAB_CHECK(quant == "none" || quant == "nf4" || quant == "fp4" || quant == "int8", "--quant must be none, nf4, fp4 or int8, got '",
-                quant, "'");
+  LORALAB_CHECK(quant == "none" || quant == "bf16" || quant == "nf4" || quant == "fp4" || quant == "int8",
+                "--quant must be none, bf16, nf4, fp4 or int8, got '", quant, "'");
   LORALAB_CHECK(!double_quant || quant == "nf4" || quant == "fp4", "--double-quant needs --quant nf4 or fp4");
   if (quant == "none") {
     auto m = nn::make_dense_model<float>(file);
+    fn(m);
+  } else if (quant == "bf16") {
+    auto m = nn::make_bf16_model(file);
     fn(m);
   } else if (quant == "int8") {
     auto m = nn::make_quantized_model<quant::int8_rowwise>(file);

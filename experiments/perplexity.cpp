@@ -7,6 +7,7 @@
 /// The file is read whole, encoded after a BOS, and scored in windows of --context positions (default: the
 /// model's context) that overlap by one token. Prints one line: tokens=N mean_nll=X perplexity=Y.
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 
@@ -29,7 +30,7 @@ int main(int argc, char** argv) try {
       "tokenizer", experiments::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
       "text-file", experiments::po::value(&text_file)->required(), "UTF-8 text to score")(
       "context", experiments::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
-      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none, nf4, fp4 or int8")(
+      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
       "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax");
   experiments::add_common_options(desc, common);
   experiments::po::variables_map vm;
@@ -45,6 +46,8 @@ int main(int argc, char** argv) try {
   const std::vector<int> ids = tok->encode(text.str(), /*add_bos=*/true);
   LORALAB_CHECK(ids.size() >= 2, text_file, ": the text has no tokens to score");
   experiments::with_model(file, quant, dq, [&](auto& m) {
+    std::cerr << "model: " << m.config << "\nbase weights: " << quant << (dq ? " + double quant" : "") << "\n"
+              << nn::kv_cache_decoder<typename std::decay_t<decltype(m)>::linear_type>(m).memory() << "\n";
     const auto r = experiments::teacher_forced_nll(m, ids, context == 0 ? m.config.max_seq_len : context);
     fmt::print("tokens={} mean_nll={:.6f} perplexity={:.6f}\n", r.tokens, r.mean_nll, r.perplexity());
   });

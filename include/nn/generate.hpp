@@ -31,6 +31,16 @@ class kv_cache_decoder {
   void reset() { pos_ = 0; }
   std::size_t bytes() const { return 2 * k_.size() * bytes_of(k_.front()); }
 
+  /// What inference holds: the model's parameters, the KV cache (as activations) and the dequantization tile.
+  memory_report memory() const {
+    const memory_report model = m_.measured_memory();
+    memory_report r;
+    r.weights = model.weights, r.quant_stats = model.quant_stats, r.grads = model.grads;
+    r.activations = bytes();
+    r.workspace = bytes_of(m_.dequant_tile());
+    return r;
+  }
+
   /// Feeds `tokens` at positions length() … and returns the logits (V) after the last one.
   /// With all_logits, logits for every fed position are kept in all_logits() (teacher forcing).
   const row_vector<S>& feed(std::span<const int> tokens, bool all_logits = false) {

@@ -4,9 +4,12 @@
 //
 //   linear<dense_weight<float>>        a float (or double, for gradient checks) weight; trainable on request
 //   linear<quant_weight<nf4<64>>>      a frozen quantized weight, dequantized tile by tile inside the product
+//   linear<bf16_weight>                a frozen bfloat16 weight (half the bytes), widened to float tile by tile
 //
 // Both share forward(x) / backward(x, dy) and never allocate a gradient for a frozen weight.
 #include <algorithm>
+#include <span>
+#include <vector>
 #include <string>
 
 #include "core/check.hpp"
@@ -55,6 +58,28 @@ struct quant_weight {
   std::size_t grad_bytes() const { return 0; }
   Eigen::Index rows() const { return n; }
   Eigen::Index cols() const { return k; }
+  void dequantize_rows(std::size_t r0, std::size_t r1, std::span<float> out) const { q.template dequantize_rows<float>(r0, r1, out); }
+};
+
+/// A frozen bfloat16 weight: storage in bf16, compute in float32 (each value widened exactly).
+struct bf16_weight {
+  using scalar = float;
+  std::vector<Eigen::bfloat16> w;  // (N, K) row-major
+  Eigen::Index n = 0, k = 0;
+
+  bool trainable() const { return false; }
+  void set_trainable(bool on) { LORALAB_CHECK(!on, "a bf16-stored base weight is frozen: train an adapter instead"); }
+  std::size_t weight_bytes() const { return w.capacity() * sizeof(Eigen::bfloat16); }
+  std::size_t stats_bytes() const { return 0; }
+  std::size_t grad_bytes() const { return 0; }
+  Eigen::Index rows() const { return n; }
+  Eigen::Index cols() const { return k; }
+  void dequantize_rows(std::size_t r0, std::size_t r1, std::span<float> out) const {
+    LORALAB_CHECK(r0 <= r1 && r1 <= std::size_t(n) && out.size() == (r1 - r0) * std::size_t(k), "bf16 rows [", r0, ", ", r1,
+                  ") of ", n, " into ", out.size(), " floats");
+    std::transform(w.begin() + std::ptrdiff_t(r0 * std::size_t(k)), w.begin() + std::ptrdiff_t(r1 * std::size_t(k)), out.begin(),
+                   [](Eigen::bfloat16 v) { return static_cast<float>(v); });
+  }
 };
 
 /// Rows of a quantized weight dequantized per tile: small enough to stay in cache, big enough for sgemm.
@@ -103,7 +128,7 @@ struct linear {
       return weight.w;
     } else {
       matrix<float> w(out_features(), in_features());
-      weight.q.template dequantize_rows<float>(0, out_features(), std::span<float>(w.data(), w.size()));
+      weight.dequantize_rows(0, std::size_t(out_features()), std::span<float>(w.data(), std::size_t(w.size())));
       return w;
     }
   }
@@ -122,7 +147,7 @@ struct linear {
     if (buf.size() < std::min(dequant_tile_rows, N) * K) buf.resize(dequant_tile_rows, K);
     for (Eigen::Index n0 = 0; n0 < N; n0 += dequant_tile_rows) {
       const Eigen::Index nt = std::min(dequant_tile_rows, N - n0);
-      weight.q.template dequantize_rows<float>(std::size_t(n0), std::size_t(n0 + nt), std::span<float>(buf.data(), std::size_t(nt * K)));
+      weight.dequantize_rows(std::size_t(n0), std::size_t(n0 + nt), std::span<float>(buf.data(), std::size_t(nt * K)));
       f(Eigen::Map<const matrix<float>>(buf.data(), nt, K), n0, nt);
     }
   }
@@ -133,6 +158,15 @@ template <class S>
 linear<dense_weight<S>> make_dense_linear(const float* data, Eigen::Index n, Eigen::Index k) {
   linear<dense_weight<S>> l;
   l.weight.w = Eigen::Map<const matrix<float>>(data, n, k).template cast<S>();
+  return l;
+}
+
+/// A bf16-stored linear layer from a (N, K) row-major float array (round to nearest even).
+inline linear<bf16_weight> make_bf16_linear(const float* data, Eigen::Index n, Eigen::Index k) {
+  linear<bf16_weight> l;
+  l.weight.w.resize(std::size_t(n * k));
+  std::transform(data, data + n * k, l.weight.w.begin(), [](float v) { return Eigen::bfloat16(v); });
+  l.weight.n = n, l.weight.k = k;
   return l;
 }
 

@@ -292,7 +292,7 @@ class llama_model {
   }
 
   const rotary_table<S>& rope() const { return rope_; }
-  matrix<float>& dequant_tile() { return tile_; }
+  const matrix<float>& dequant_tile() const { return tile_; }
 
  private:
   struct workspace {
@@ -310,6 +310,8 @@ class llama_model {
     using W = typename Linear::weight_type;
     if constexpr (is_dense) {
       return {sizeof(S) * n * k, 0};
+    } else if constexpr (std::same_as<W, bf16_weight>) {
+      return {sizeof(Eigen::bfloat16) * n * k, 0};
     } else if constexpr (std::same_as<typename W::scheme, quant::int8_rowwise>) {
       return {n * k, quant::int8_rowwise::storage_bytes(n, k) - n * k};
     } else {
@@ -370,6 +372,12 @@ class llama_model {
 };
 
 // ---- construction helpers ----------------------------------------------------------------------------------------
+
+/// A model whose linear layers are stored in bfloat16 (frozen, computed in float32).
+inline llama_model<linear<bf16_weight>> make_bf16_model(const model_file& f) {
+  return llama_model<linear<bf16_weight>>::from_file(
+      f, [](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) { return make_bf16_linear(d, n, k); });
+}
 
 /// A float (or double) model with dense weights.
 template <class S = float>

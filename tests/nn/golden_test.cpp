@@ -128,8 +128,10 @@ BOOST_AUTO_TEST_CASE(quantized_models_pay_a_small_nll_increase) {
   auto nf4dq = make_quantized_model<q::double_quant<q::nf4<64>>>(stories());
   auto fp4 = make_quantized_model<q::fp4<64>>(stories());
   auto int8 = make_quantized_model<q::int8_rowwise>(stories());
-  const double n = teacher_forced(nf4dq), f = teacher_forced(fp4), i = teacher_forced(int8);
-  BOOST_TEST_MESSAGE("teacher-forced NLL: float " << base << ", int8 " << i << ", nf4+dq " << n << ", fp4 " << f);
+  auto bf16 = make_bf16_model(stories());
+  const double n = teacher_forced(nf4dq), f = teacher_forced(fp4), i = teacher_forced(int8), b = teacher_forced(bf16);
+  BOOST_TEST_MESSAGE("teacher-forced NLL: float " << base << ", bf16 " << b << ", int8 " << i << ", nf4+dq " << n << ", fp4 " << f);
+  BOOST_TEST(std::fabs(b - base) < 0.005, "bf16 storage NLL " << b);
   BOOST_TEST(base < i);
   BOOST_TEST(i < n);
   BOOST_TEST(n < f, "NF4 loses less than FP4");

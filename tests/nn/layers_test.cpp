@@ -145,6 +145,11 @@ BOOST_AUTO_TEST_CASE(quantized_linear_equals_dense_linear_over_its_dequantized_w
   check(make_quant_linear<loralab::quant::nf4<64>>(w.data(), N, K));
   check(make_quant_linear<loralab::quant::double_quant<loralab::quant::fp4<64>>>(w.data(), N, K));
   check(make_quant_linear<loralab::quant::int8_rowwise>(w.data(), N, K));
+  check(make_bf16_linear(w.data(), N, K));
+  // bf16 storage rounds each weight to nearest even, then computes in float
+  const auto b = make_bf16_linear(w.data(), N, K);
+  BOOST_TEST(b.dense()(3, 5) == static_cast<float>(Eigen::bfloat16(w[3 * K + 5])));
+  BOOST_TEST(b.weight.weight_bytes() == std::size_t(N * K * 2));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -120,6 +120,8 @@ BOOST_AUTO_TEST_CASE(planned_memory_equals_allocated_bytes) {
     check_memory_plan(q, b, "nf4+dq");
     auto i8 = make_quantized_model<loralab::quant::int8_rowwise>(file);
     check_memory_plan(i8, b, "int8");
+    auto bf = make_bf16_model(file);
+    check_memory_plan(bf, b, "bf16");
   }
 }
 
