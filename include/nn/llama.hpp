@@ -129,6 +129,32 @@ class llama_model {
       layers[l].for_each_linear([&](const std::string& rel, Linear& lin) { f("model.layers." + std::to_string(l) + "." + rel, lin); });
   }
 
+  /// A named dense parameter: its values, its gradient (nullptr while frozen) and its element count.
+  struct parameter_view {
+    S* value;
+    S* grad;
+    Eigen::Index size;
+  };
+
+  /// Visits every dense parameter by its HF name (model.embed_tokens.weight, model.layers.0.input_layernorm.weight,
+  /// model.layers.0.self_attn.q_proj.weight, …): the one list that gradient checks, optimizers and exports walk.
+  /// Quantized and bf16 linears are frozen storage, not parameters, and are not visited.
+  template <class F>
+  void for_each_parameter(F&& f) {
+    const auto view = [](auto& value, auto& grad) { return parameter_view{value.data(), grad.size() ? grad.data() : nullptr, value.size()}; };
+    f(std::string("model.embed_tokens.weight"), view(embed, embed_grad));
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      auto& b = layers[l];
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      f(p + "input_layernorm.weight", view(b.input_layernorm.g, b.input_layernorm.grad));
+      f(p + "post_attention_layernorm.weight", view(b.post_attention_layernorm.g, b.post_attention_layernorm.grad));
+      if constexpr (is_dense)
+        b.for_each_linear([&](const std::string& rel, Linear& lin) { f(p + rel + ".weight", view(lin.weight.w, lin.weight.grad)); });
+    }
+    f(std::string("model.norm.weight"), view(final_norm.g, final_norm.grad));
+    if (!config.tie_word_embeddings) f(std::string("lm_head.weight"), view(lm_head.weight.w, lm_head.weight.grad));
+  }
+
   /// Makes every parameter trainable (gradient checks, full fine-tuning) or frozen. Quantized linears stay frozen.
   void set_all_trainable(bool on) {
     embed_grad = on ? matrix<S>::Zero(embed.rows(), embed.cols()) : matrix<S>();
@@ -224,16 +250,9 @@ class llama_model {
 
   /// Zeroes every gradient buffer.
   void zero_grad() {
-    if (embed_grad.size()) embed_grad.setZero();
-    for (auto& b : layers) {
-      if (b.input_layernorm.trainable()) b.input_layernorm.grad.setZero();
-      if (b.post_attention_layernorm.trainable()) b.post_attention_layernorm.grad.setZero();
-      b.for_each_linear([](const std::string&, Linear& lin) {
-        if (lin.weight.trainable()) lin.weight.grad.setZero();
-      });
-    }
-    if (final_norm.trainable()) final_norm.grad.setZero();
-    if (lm_head.weight.trainable()) lm_head.weight.grad.setZero();
+    for_each_parameter([](const std::string&, parameter_view p) {
+      if (p.grad) std::fill(p.grad, p.grad + p.size, S(0));
+    });
   }
 
   // ---- memory -------------------------------------------------------------------------------------------------
