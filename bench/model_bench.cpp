@@ -14,14 +14,16 @@
 ///
 ///   cmake --build build -j2 --target model_bench && ./build/bench/model_bench [--sizes 30M --threads 2 --csv out.csv]
 ///
-/// Runtime: about 1 minute on an idle 2-core machine with the defaults (B=4, T=256, 3 repeats), mostly the 30M size.
+/// Runtime: about 40 s on an idle 2-core machine with the defaults (B=4, T=256, 3 repeats), mostly the 30M size;
+/// 2-3x longer, and not comparable, when another job shares the cores.
 /// Output: a config line per size, "All results match. Starting benchmarks.", then a Markdown table, one row per
 /// size: tokens/s of each pass, model and sgemm GFLOP/s, and the efficiencies (--csv: the same numbers as CSV).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <iostream>
-#include <optional>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -29,9 +31,11 @@
 
 #include <boost/program_options.hpp>
 #include <cblas.h>
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <fmt/os.h>
 #include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
@@ -43,20 +47,17 @@ namespace {
 
 struct size_spec { std::string name; nn::llama_config c; };
 
-std::vector<size_spec> all_sizes() {
-  const auto cfg = [](int C, int F, int L, int H, int Hkv, int V) {
-    nn::llama_config c;
-    c.dim = C, c.hidden_dim = F, c.n_layers = L, c.n_heads = H, c.n_kv_heads = Hkv, c.vocab_size = V;
-    return c;
-  };
-  return {{"260K", cfg(64, 172, 5, 8, 4, 512)},      // stories260K's shape
-          {"5M", cfg(256, 688, 6, 8, 4, 4096)},
-          {"30M", cfg(512, 1376, 8, 8, 8, 8192)}};
+std::vector<size_spec> all_sizes() {  // 260K: stories260K's shape; max_seq_len is set per run
+  return {{"260K", {.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .vocab_size = 512}},
+          {"5M", {.dim = 256, .hidden_dim = 688, .n_layers = 6, .n_heads = 8, .n_kv_heads = 4, .vocab_size = 4096}},
+          {"30M", {.dim = 512, .hidden_dim = 1376, .n_layers = 8, .n_heads = 8, .n_kv_heads = 8, .vocab_size = 8192}}};
 }
+
+constexpr int prompt_len = 16, new_tokens = 128;  // greedy generation: new tokens after a prompt
 
 struct options {
   std::string sizes = "260K,5M,30M", csv;
-  int batch = 4, seq_len = 256, repeats = 3, threads = 0, prompt = 16, new_tokens = 128;
+  int batch = 4, seq_len = 256, repeats = 3, threads = 0;
   std::uint64_t seed = 1234;
 };
 
@@ -71,7 +72,20 @@ double median_seconds(int repeats, F&& f) {
     s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   std::ranges::sort(t);
-  return t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+  return 0.5 * (t[(t.size() - 1) / 2] + t[t.size() / 2]);
+}
+
+/// Jiffies every CPU spent busy (/proc/stat) and this process's own CPU jiffies: other jobs share the cores when
+/// the first grows faster than the second.
+std::pair<double, double> busy_jiffies() {
+  std::ifstream st("/proc/stat");
+  std::string cpu;
+  double user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  st >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  const double own = double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  return {user + nice + sys + irq + softirq + steal, own * double(sysconf(_SC_CLK_TCK))};
 }
 
 // ---- the model's products as sgemm calls ----------------------------------------------------------------------
@@ -81,9 +95,7 @@ double median_seconds(int repeats, F&& f) {
 struct gemm { bool ta, tb; int m, n, k; float beta = 0; int batch = 1; };
 
 double flops(const std::vector<gemm>& ops) {
-  double f = 0;
-  for (const gemm& g : ops) f += 2.0 * g.m * g.n * g.k * g.batch;
-  return f;
+  return std::accumulate(ops.begin(), ops.end(), 0.0, [](double f, const gemm& g) { return f + 2.0 * g.m * g.n * g.k * g.batch; });
 }
 
 /// The products of one forward (and, with backward, of forward + full backward) in the model's order.
@@ -108,50 +120,33 @@ std::vector<gemm> model_gemms(const nn::llama_config& c, int B, int T, bool back
   return f;
 }
 
-/// Replays `ops` as cblas_sgemm on operand buffers (uniform in [-1, 1]) big enough for every product.
-struct gemm_replay {
-  std::vector<float> a, b, c;
-  explicit gemm_replay(const std::vector<gemm>& ops, std::uint64_t seed) {
-    std::size_t na = 0, nb = 0, nc = 0;
-    for (const gemm& g : ops)
-      na = std::max(na, std::size_t(g.m) * g.k * g.batch), nb = std::max(nb, std::size_t(g.k) * g.n * g.batch),
-      nc = std::max(nc, std::size_t(g.m) * g.n * g.batch);
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    a.resize(na), b.resize(nb), c.assign(nc, 0.0f);
-    for (auto* v : {&a, &b}) std::ranges::generate(*v, [&] { return u(rng); });
-  }
-  void run(const std::vector<gemm>& ops) {
+/// Median seconds of `ops` as cblas_sgemm calls on operand buffers (uniform in [-1, 1]) big enough for each.
+double sgemm_seconds(const std::vector<gemm>& ops, int repeats, std::uint64_t seed) {
+  std::size_t na = 0, nb = 0, nc = 0;
+  for (const gemm& g : ops)
+    na = std::max(na, std::size_t(g.m) * g.k * g.batch), nb = std::max(nb, std::size_t(g.k) * g.n * g.batch),
+    nc = std::max(nc, std::size_t(g.m) * g.n * g.batch);
+  std::vector<float> a(na), b(nb), c(nc, 0.0f);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto* v : {&a, &b}) std::ranges::generate(*v, [&] { return u(rng); });
+  return median_seconds(repeats, [&] {
     for (const gemm& g : ops) {
-      const int lda = g.ta ? g.m : g.k, ldb = g.tb ? g.k : g.n;
-      const auto one = [&](int i) {
+#pragma omp parallel for schedule(static) if (g.batch > 1)
+      for (int i = 0; i < g.batch; ++i)
         cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.m, g.n, g.k,
-                    1.0f, a.data() + std::size_t(i) * g.m * g.k, lda, b.data() + std::size_t(i) * g.k * g.n, ldb,
-                    g.beta, c.data() + std::size_t(i) * g.m * g.n, g.n);
-      };
-      if (g.batch == 1) one(0);
-      else {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < g.batch; ++i) one(i);
-      }
+                    1.0f, a.data() + std::size_t(i) * g.m * g.k, g.ta ? g.m : g.k, b.data() + std::size_t(i) * g.k * g.n,
+                    g.tb ? g.k : g.n, g.beta, c.data() + std::size_t(i) * g.m * g.n, g.n);
     }
-  }
-};
+  });
+}
 
 // ---- the benchmark --------------------------------------------------------------------------------------------
 
-struct result {
-  std::string name;
-  double params_m = 0, fwd_tps = 0, fb_tps = 0, frozen_tps = 0, gen_tps = 0, fwd_gf = 0, fb_gf = 0, sg_fwd_gf = 0,
-         sg_fb_gf = 0, nf4_tps = 0;
-};
-
 std::vector<int> random_tokens(std::size_t n, int V, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> d(0, V - 1);
   std::vector<int> t(n);
-  for (int& x : t) x = d(rng);
-  return t;
+  return std::ranges::generate(t, [&] { return std::uniform_int_distribution<int>(0, V - 1)(rng); }), t;
 }
 
 /// The KV-cache decoder (prompt fed in two chunks, then one token at a time) against forward()'s last row.
@@ -161,61 +156,71 @@ bool verify(nn::llama_config c, std::uint64_t seed) {
   const std::vector<int> toks = random_tokens(40, c.vocab_size, seed + 1);
   const nn::matrix<float> ref = m.forward(toks, 1, int(toks.size())).bottomRows(1);
   nn::kv_cache_decoder dec(m);
-  dec.feed(std::span(toks).first(16));
-  dec.feed(std::span(toks).subspan(16, 8));
+  dec.feed(std::span(toks).first(16)), dec.feed(std::span(toks).subspan(16, 8));
   for (std::size_t i = 24; i + 1 < toks.size(); ++i) dec.feed(std::span(toks).subspan(i, 1));
   const double err = (dec.feed(std::span(toks).last(1)) - ref).cwiseAbs().maxCoeff();
-  if (err > 1e-4) fmt::print(stderr, "MISMATCH: cached decoder vs forward, max |diff| = {:.3g}\n", err);
+  fmt::print(err <= 1e-4 ? stdout : stderr, "{}cached decoder vs forward, last logits ({}): max |diff| = {:.3g}\n",
+             err <= 1e-4 ? "" : "MISMATCH: ", c.vocab_size, err);
   return err <= 1e-4;
 }
+
+struct result {
+  std::string name;
+  double params_m, fwd_tps, fb_tps, frozen_tps, gen_tps, fwd_gf, sgemm_fwd_gf, fwd_eff, fb_gf, sgemm_fb_gf, fb_eff;
+  double nf4_tps = NAN, nf4_ratio = NAN;  // 30M only
+};
+
+/// The table's columns, Markdown and CSV alike: header, CSV name, field, format.
+struct column { const char* header; const char* csv; double result::*field; const char* format; };
+const column columns[] = {{"params (M)", "params_m", &result::params_m, "{:.2f}"},
+    {"fwd tok/s", "fwd_tps", &result::fwd_tps, "{:.0f}"}, {"fwd+bwd tok/s", "fwd_bwd_tps", &result::fb_tps, "{:.0f}"},
+    {"frozen fwd+bwd tok/s", "frozen_fwd_bwd_tps", &result::frozen_tps, "{:.0f}"},
+    {"gen tok/s", "gen_tps", &result::gen_tps, "{:.1f}"}, {"fwd GFLOP/s", "fwd_gflops", &result::fwd_gf, "{:.1f}"},
+    {"sgemm fwd GFLOP/s", "sgemm_fwd_gflops", &result::sgemm_fwd_gf, "{:.1f}"}, {"fwd eff.", "fwd_eff", &result::fwd_eff, "{:.2f}"},
+    {"fwd+bwd GFLOP/s", "fwd_bwd_gflops", &result::fb_gf, "{:.1f}"},
+    {"sgemm fwd+bwd GFLOP/s", "sgemm_fwd_bwd_gflops", &result::sgemm_fb_gf, "{:.1f}"},
+    {"fwd+bwd eff.", "fwd_bwd_eff", &result::fb_eff, "{:.2f}"}, {"nf4 fwd tok/s", "nf4_fwd_tps", &result::nf4_tps, "{:.0f}"},
+    {"nf4/float fwd", "nf4_vs_float", &result::nf4_ratio, "{:.2f}"}};
 
 result bench_size(const size_spec& s, const options& o) {
   nn::llama_config c = s.c;
   const int B = o.batch, T = o.seq_len, M = B * T;
-  c.max_seq_len = std::max(T, o.prompt + o.new_tokens);
+  c.max_seq_len = std::max(T, prompt_len + new_tokens);
   const nn::model_file file = loralab::testing::random_model_file(c, o.seed);
   auto m = nn::make_dense_model<float>(file);
   double params = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
-  fmt::print("{}: dim={} hidden={} layers={} heads={} kv_heads={} vocab={}: {:.2f}M parameters, B={} T={}\n", s.name,
-             c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, params / 1e6, B, T);
+  fmt::print("{}: dim={} hidden={} layers={} heads={} kv_heads={} vocab={}: {:.2f}M parameters\n", s.name, c.dim,
+             c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, params / 1e6);
   std::fflush(stdout);
   const std::vector<int> toks = random_tokens(std::size_t(M) + 1, c.vocab_size, o.seed + 2);
   const std::vector<int> in(toks.begin(), toks.end() - 1), tgt(toks.begin() + 1, toks.end());
   const auto train_step = [&] { m.forward(in, B, T), m.loss(tgt), m.backward(); };
 
-  result r{s.name, params / 1e6};
   const double t_fwd = median_seconds(o.repeats, [&] { m.forward(in, B, T); });
   m.set_all_trainable(true);
-  const double t_fb = median_seconds(o.repeats, [&] { m.zero_grad(), train_step(); });
+  const double t_fb = median_seconds(o.repeats, train_step);  // gradients accumulate (+=): no zero_grad timed
   m.set_all_trainable(false);
   const double t_frozen = median_seconds(o.repeats, train_step);
-  nn::generation_options g;
-  g.max_new_tokens = o.new_tokens;
-  std::vector<int> n_new;
-  const std::vector<int> prompt(toks.begin(), toks.begin() + o.prompt);
-  const double t_gen = median_seconds(o.repeats, [&] { n_new = nn::generate(m, prompt, g); });
+  const nn::generation_options g{.max_new_tokens = new_tokens};
+  std::size_t generated = 0;
+  const std::vector<int> prompt(toks.begin(), toks.begin() + prompt_len);
+  const double t_gen = median_seconds(o.repeats, [&] { generated = nn::generate(m, prompt, g).size(); });
 
   const auto fwd_ops = model_gemms(c, B, T, false), fb_ops = model_gemms(c, B, T, true);
-  gemm_replay replay(fb_ops, o.seed + 3);
-  const double sg_fwd = median_seconds(o.repeats, [&] { replay.run(fwd_ops); });
-  const double sg_fb = median_seconds(o.repeats, [&] { replay.run(fb_ops); });
-
-  r.fwd_tps = M / t_fwd, r.fb_tps = M / t_fb, r.frozen_tps = M / t_frozen, r.gen_tps = double(n_new.size()) / t_gen;
-  r.fwd_gf = flops(fwd_ops) / t_fwd / 1e9, r.fb_gf = flops(fb_ops) / t_fb / 1e9;
-  r.sg_fwd_gf = flops(fwd_ops) / sg_fwd / 1e9, r.sg_fb_gf = flops(fb_ops) / sg_fb / 1e9;
+  const double sg_fwd = sgemm_seconds(fwd_ops, o.repeats, o.seed + 3), sg_fb = sgemm_seconds(fb_ops, o.repeats, o.seed + 3);
+  const double gf = flops(fwd_ops) / 1e9, gfb = flops(fb_ops) / 1e9;
+  result r{s.name, params / 1e6, M / t_fwd, M / t_fb, M / t_frozen, double(generated) / t_gen, gf / t_fwd, gf / sg_fwd,
+           sg_fwd / t_fwd, gfb / t_fb, gfb / sg_fb, sg_fb / t_fb};
   if (s.name == "30M") {
     auto q = nn::make_quantized_model<loralab::quant::nf4<64>>(file);
-    r.nf4_tps = M / median_seconds(o.repeats, [&] { q.forward(in, B, T); });
+    const double t_nf4 = median_seconds(o.repeats, [&] { q.forward(in, B, T); });
+    r.nf4_tps = M / t_nf4, r.nf4_ratio = t_fwd / t_nf4;
   }
   return r;
 }
 
 int run(const options& o) {
-  omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
-  openblas_set_num_threads(omp_get_max_threads());
-  fmt::print("model_bench: threads={}, B={}, T={}, repeats={} (median), seed={}, {} + {} generated tokens\n",
-             omp_get_max_threads(), o.batch, o.seq_len, o.repeats, o.seed, o.prompt, o.new_tokens);
   std::vector<size_spec> chosen;
   std::stringstream names(o.sizes);
   for (std::string n; std::getline(names, n, ',');) {
@@ -224,31 +229,36 @@ int run(const options& o) {
     LORALAB_CHECK(it != all.end(), "--sizes: unknown size '", n, "' (known: 260K, 5M, 30M)");
     chosen.push_back(*it);
   }
+  omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
+  openblas_set_num_threads(omp_get_max_threads());
+  fmt::print("model_bench: threads={}, B={}, T={}, repeats={} (median), seed={}, generation {} + {} tokens\n",
+             omp_get_max_threads(), o.batch, o.seq_len, o.repeats, o.seed, prompt_len, new_tokens);
   if (!verify(all_sizes().front().c, o.seed)) return 1;
   fmt::print("All results match. Starting benchmarks.\n\n");
   std::vector<result> rs;
+  const auto [busy0, own0] = busy_jiffies();
+  const auto t0 = std::chrono::steady_clock::now();
   for (const auto& s : chosen) rs.push_back(bench_size(s, o));
+  const auto [busy1, own1] = busy_jiffies();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double others = (busy1 - busy0 - (own1 - own0)) / double(sysconf(_SC_CLK_TCK)) / wall;  // in cores
+  fmt::print("\n{}other processes kept {:.2f} of {} cores busy during the {:.0f} s of benchmarks{}\n",
+             others > 0.1 ? "WARNING: " : "", others, omp_get_num_procs(), wall,
+             others > 0.1 ? ": these numbers are not those of an idle machine" : "");
 
-  fmt::print("\n| size | params | fwd tok/s | fwd+bwd tok/s | frozen fwd+bwd tok/s | gen tok/s | fwd GFLOP/s (sgemm) "
-             "| fwd+bwd GFLOP/s (sgemm) | fwd eff. | fwd+bwd eff. | nf4 fwd tok/s (nf4/float) |\n");
-  fmt::print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-  std::optional<fmt::ostream> csv;
-  if (!o.csv.empty()) {
-    csv.emplace(fmt::output_file(o.csv));
-    csv->print("size,params_m,batch,seq_len,threads,fwd_tps,fwd_bwd_tps,frozen_fwd_bwd_tps,gen_tps,fwd_gflops,"
-               "sgemm_fwd_gflops,fwd_bwd_gflops,sgemm_fwd_bwd_gflops,fwd_eff,fwd_bwd_eff,nf4_fwd_tps\n");
-  }
+  std::string head = "| size |", rule = "|---|", csv = "size,batch,seq_len,threads";
+  for (const column& c : columns) head += fmt::format(" {} |", c.header), rule += "--:|", csv += fmt::format(",{}", c.csv);
+  fmt::print("\n{}\n{}\n", head, rule);
   for (const result& r : rs) {
-    const std::string nf4 = r.nf4_tps > 0 ? fmt::format("{:.0f} ({:.2f})", r.nf4_tps, r.nf4_tps / r.fwd_tps) : "-";
-    fmt::print("| {} | {:.2f}M | {:.0f} | {:.0f} | {:.0f} | {:.1f} | {:.1f} ({:.1f}) | {:.1f} ({:.1f}) | {:.2f} | {:.2f} "
-               "| {} |\n", r.name, r.params_m, r.fwd_tps, r.fb_tps, r.frozen_tps, r.gen_tps, r.fwd_gf, r.sg_fwd_gf,
-               r.fb_gf, r.sg_fb_gf, r.fwd_gf / r.sg_fwd_gf, r.fb_gf / r.sg_fb_gf, nf4);
-    if (csv)
-      csv->print("{},{:.4f},{},{},{},{:.2f},{:.2f},{:.2f},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.4f},{:.2f}\n",
-                 r.name, r.params_m, o.batch, o.seq_len, omp_get_max_threads(), r.fwd_tps, r.fb_tps, r.frozen_tps,
-                 r.gen_tps, r.fwd_gf, r.sg_fwd_gf, r.fb_gf, r.sg_fb_gf, r.fwd_gf / r.sg_fwd_gf, r.fb_gf / r.sg_fb_gf,
-                 r.nf4_tps);
+    std::string row = "| " + r.name + " |";
+    csv += fmt::format("\n{},{},{},{}", r.name, o.batch, o.seq_len, omp_get_max_threads());
+    for (const column& c : columns) {
+      const std::string v = std::isnan(r.*c.field) ? "" : fmt::format(fmt::runtime(c.format), r.*c.field);
+      row += " " + (v.empty() ? "-" : v) + " |", csv += "," + v;
+    }
+    fmt::print("{}\n", row);
   }
+  if (!o.csv.empty()) fmt::output_file(o.csv).print("{}\n", csv);
   return 0;
 }
 

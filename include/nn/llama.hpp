@@ -268,6 +268,7 @@ class llama_model {
       b.for_each_linear([&](const std::string&, const Linear& lin) {
         m.weights += lin.weight.weight_bytes(), m.quant_stats += lin.weight.stats_bytes(), m.grads += lin.weight.grad_bytes();
         m.workspace += lin.workspace_bytes();
+        if constexpr (requires { lin.adapter_memory(); }) m = m + lin.adapter_memory();  // LoRA
       });
     }
     for (const auto& a : acts_) m.activations += a.bytes();
@@ -297,6 +298,7 @@ class llama_model {
       b.for_each_linear([&](const std::string&, const Linear& lin) {
         if (lin.weight.trainable()) m.grads += s * std::size_t(lin.out_features() * lin.in_features());
         m.workspace += lin.workspace_bytes();
+        if constexpr (requires { lin.planned_adapter_memory(M); }) m = m + lin.planned_adapter_memory(M);  // LoRA
       });
     }
     // activations kept for backward, and the scratch of one step

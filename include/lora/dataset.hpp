@@ -1,0 +1,820 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Fine-tuning data: records from a file, tokenized examples with a loss mask, rows of at most seq_len tokens,
+// a seeded train/validation split and shuffled batches with the targets already shifted.
+//
+//   file ──load_records──▶ records ──split_train_val──▶ train / val records
+//        ──render + tokenize_records──▶ examples (input_ids, labels) ──make_rows──▶ rows (truncated or packed)
+//        ──batch_loader──▶ batches {tokens (B,T), targets (B,T)}            (prepare_dataset does all of it)
+//
+// Labels (aligned, HF style). An example is   input_ids = [BOS] + prompt tokens + response tokens + [EOS]
+// and its labels have the same length: labels[t] = input_ids[t], except ignore_index (-100) for the prompt
+// tokens (unless train_on_prompt), for BOS (nothing should learn to predict the start of a document) and later
+// for padding. Like transformers' labels they are NOT shifted: the model shifts (ForCausalLMLoss):
+//
+//     the target of position t is labels[t + 1];  the last position of a row has no target (-100).
+//
+// so labels[0] never counts and EOS (the last label) is a target: the model learns to stop. The batches below
+// hold the shifted version, `targets[b, t] = labels[b][t + 1]`, so a trainer computes
+//     loss = Σ_{targets != -100} CE(logits[b, t, :], targets[b, t]) / trainable_tokens
+// with trainable_tokens = #targets != -100 (sum it over the micro-batches of a gradient-accumulation step for
+// HF's token-mean over the step). transformers' num_items_in_batch counts the unshifted labels, i.e. one more
+// per sequence whose labels[0] is not -100; here labels[0] is always -100 (BOS), so both counts agree.
+//
+// Padding uses the EOS id, and the padded labels are -100 by construction (the mask never comes from comparing
+// ids with a pad id), so real EOS tokens stay trained — the pad == eos pitfall of DataCollatorForLanguageModeling
+// (transformers#23530) cannot happen. Rows are padded on the right; attention is causal, so a real token never
+// sees the padding after it, and padded positions carry no target.
+//
+// Packing concatenates whole examples (each with its BOS and EOS, prompt labels still -100) into one stream and
+// cuts it into rows of exactly seq_len (the last row shorter, then padded in its batch). A row attends across the
+// documents it holds (causal attention, no block mask), as in TRL's ConstantLengthDataset. The token at position
+// 0 of a row is never a target, and an example split across two rows continues without its beginning.
+//
+// Randomness: std::mt19937_64 with a written-down Fisher-Yates (uniform draws by rejection, not std::shuffle or
+// std::uniform_int_distribution, whose algorithms differ between standard libraries), so the same seed gives the
+// same split and the same batch order on any platform.
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <ostream>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "lora/prompt_template.hpp"
+#include "nn/tokenizer.hpp"
+
+namespace loralab::lora {
+
+/// Label value with no loss (PyTorch's CrossEntropyLoss ignore_index default).
+inline constexpr int ignore_index = -100;
+
+// ---- formats ------------------------------------------------------------------------------------------------------
+
+/// What a data file holds:
+///   alpaca  a JSON array (or JSONL) of {instruction, input (optional), output}           → alpaca template
+///   dolly   JSONL (or a JSON array) of {instruction, context (optional), response, category (optional)}
+///                                                                                          → dolly template
+///   quotes  JSONL of {quote, author (optional)}: one document "quote — author" each        → plain template
+///   text    plain text, split into documents by text_split                                → plain template
+/// Other keys in an object are ignored (english_quotes.jsonl has tags, id, quoteLength).
+enum class data_format { alpaca, dolly, quotes, text };
+
+/// How a plain-text corpus splits into documents:
+///   fortune  entries between lines holding only "%" (fortune(6) files, /usr/share/games/fortunes/*)
+///   eot      pieces between "<|endoftext|>" markers (TinyStories)
+///   line     one document per non-blank line
+///   automatic ("auto") eot when the text holds "<|endoftext|>", else fortune when some line is exactly "%",
+///            else line.
+/// A document keeps its inner text as is; blank lines before it and whitespace after it are removed, and
+/// documents left empty are skipped.
+enum class text_split { automatic, fortune, eot, line };
+
+namespace detail {
+
+template <class E>
+struct name_row {
+  E value;
+  std::string_view name;
+};
+inline constexpr std::array<name_row<data_format>, 4> format_table = {{
+    {data_format::alpaca, "alpaca"},
+    {data_format::dolly, "dolly"},
+    {data_format::quotes, "quotes"},
+    {data_format::text, "text"},
+}};
+inline constexpr std::array<name_row<text_split>, 4> split_table = {{
+    {text_split::automatic, "auto"},
+    {text_split::fortune, "fortune"},
+    {text_split::eot, "eot"},
+    {text_split::line, "line"},
+}};
+template <class Table>
+constexpr bool in_enum_order(const Table& table) {
+  for (std::size_t i = 0; i < table.size(); ++i)
+    if (static_cast<std::size_t>(table[i].value) != i) return false;
+  return true;
+}
+static_assert(in_enum_order(format_table), "format_table rows must follow the order of enum class data_format");
+static_assert(in_enum_order(split_table), "split_table rows must follow the order of enum class text_split");
+
+template <class E, std::size_t N>
+E parse_name(const std::array<name_row<E>, N>& table, std::string_view s, std::string_view flag) {
+  std::string names;
+  for (const auto& row : table) {
+    if (row.name == s) return row.value;
+    names += names.empty() ? "" : ", ";
+    names += row.name;
+  }
+  fail(flag, " must be one of ", names, "; got '", s, "'");
+}
+
+}  // namespace detail
+
+inline std::string_view to_string(data_format f) { return detail::format_table[static_cast<std::size_t>(f)].name; }
+inline std::string_view to_string(text_split s) { return detail::split_table[static_cast<std::size_t>(s)].name; }
+inline std::ostream& operator<<(std::ostream& os, data_format f) { return os << to_string(f); }
+inline std::ostream& operator<<(std::ostream& os, text_split s) { return os << to_string(s); }
+
+/// "alpaca" | "dolly" | "quotes" | "text"; anything else is an error listing the valid names.
+inline data_format parse_data_format(std::string_view s) { return detail::parse_name(detail::format_table, s, "--format"); }
+/// "auto" | "fortune" | "eot" | "line".
+inline text_split parse_text_split(std::string_view s) { return detail::parse_name(detail::split_table, s, "--text-split"); }
+
+/// The template a format is written for: alpaca → alpaca, dolly → dolly, quotes and text → plain.
+inline prompt_template default_template(data_format f) {
+  switch (f) {
+    case data_format::alpaca: return prompt_template::alpaca;
+    case data_format::dolly: return prompt_template::dolly;
+    case data_format::quotes:
+    case data_format::text: return prompt_template::plain;
+  }
+  fail("default_template: unknown data_format value ", static_cast<int>(f));
+}
+
+// ---- loading ------------------------------------------------------------------------------------------------------
+
+namespace detail {
+
+inline std::string read_whole_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  LORALAB_CHECK(std::filesystem::is_regular_file(path, ec), path.string(), ": data file not found (or not a file)");
+  std::ifstream in(path, std::ios::binary);
+  LORALAB_CHECK(in.good(), path.string(), ": cannot open data file");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  LORALAB_CHECK(!in.bad(), path.string(), ": read error in data file");
+  return bytes;
+}
+
+inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+inline bool is_blank(std::string_view s) { return std::all_of(s.begin(), s.end(), is_space); }
+
+/// 1-based line and column of byte `offset` in `text`.
+inline std::pair<std::size_t, std::size_t> line_column(std::string_view text, std::size_t offset) {
+  offset = std::min(offset, text.size());
+  const std::string_view before = text.substr(0, offset);
+  const std::size_t line = 1 + static_cast<std::size_t>(std::count(before.begin(), before.end(), '\n'));
+  const std::size_t nl = before.rfind('\n');
+  return {line, nl == std::string_view::npos ? offset + 1 : offset - nl};
+}
+
+/// nlohmann's parse_error text without its "[json.exception…] parse error at line L, column C: " prefix (the
+/// caller names the position in the file; for a JSONL line nlohmann's own "line 1" would mislead).
+inline std::string json_reason(const nlohmann::json::parse_error& e) {
+  const std::string_view what = e.what();
+  const std::size_t at = what.find("column ");
+  const std::size_t colon = at == std::string_view::npos ? at : what.find(": ", at);
+  return std::string(colon == std::string_view::npos ? what : what.substr(colon + 2));
+}
+
+/// A JSON object read from a data file, with the 1-based line it starts on.
+struct json_record {
+  nlohmann::json value;
+  std::size_t line;
+};
+
+/// Byte offsets of the elements of the top-level array in `text`, which must be valid JSON (already parsed):
+/// a scan that tracks strings and nesting depth, so every record can be named by its line.
+inline std::vector<std::size_t> array_element_offsets(std::string_view text) {
+  std::vector<std::size_t> offsets;
+  int depth = 0;
+  bool in_string = false, escaped = false, expect_value = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (depth == 1 && expect_value && !is_space(c) && c != ']') {
+      offsets.push_back(i);
+      expect_value = false;
+    }
+    switch (c) {
+      case '"': in_string = true; break;
+      case '[':
+      case '{':
+        if (++depth == 1) expect_value = true;
+        break;
+      case ']':
+      case '}': --depth; break;
+      case ',':
+        if (depth == 1) expect_value = true;
+        break;
+      default: break;
+    }
+  }
+  return offsets;
+}
+
+/// The objects of a JSON array file or a JSONL file (chosen by the first non-blank byte: '[' means an array).
+/// Invalid JSON is an error naming file:line:column; a record that is not an object names its line.
+inline std::vector<json_record> read_json_records(std::string_view text, const std::string& file) {
+  std::vector<json_record> out;
+  std::size_t first = 0;
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") first = 3;  // UTF-8 byte order mark
+  while (first < text.size() && is_space(text[first])) ++first;
+  if (first < text.size() && text[first] == '[') {
+    nlohmann::json array;
+    try {
+      array = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      const auto [line, col] = line_column(text, e.byte == 0 ? 0 : e.byte - 1);
+      fail(file, ":", line, ":", col, ": invalid JSON: ", json_reason(e));
+    }
+    LORALAB_CHECK(array.is_array(), file, ": expected a JSON array of objects");
+    const std::vector<std::size_t> offsets = array_element_offsets(text);
+    LORALAB_CHECK(offsets.size() == array.size(), file, ": internal error: found ", offsets.size(),
+                  " array elements by scanning but nlohmann parsed ", array.size());
+    out.reserve(array.size());
+    for (std::size_t i = 0; i < array.size(); ++i)
+      out.push_back({std::move(array[i]), line_column(text, offsets[i]).first});
+  } else {
+    std::size_t line = 0;
+    for (std::size_t pos = 0; pos < text.size();) {
+      const std::size_t end = std::min(text.find('\n', pos), text.size());
+      const std::string_view s = text.substr(pos, end - pos);
+      ++line;
+      pos = end + 1;
+      if (is_blank(s)) continue;
+      try {
+        out.push_back({nlohmann::json::parse(s), line});
+      } catch (const nlohmann::json::parse_error& e) {
+        const std::size_t col = e.byte == 0 ? 1 : std::min<std::size_t>(e.byte, s.size() + 1);
+        fail(file, ":", line, ":", col, ": invalid JSON: ", json_reason(e));
+      }
+    }
+  }
+  for (const json_record& r : out)
+    LORALAB_CHECK(r.value.is_object(), file, ":", r.line, ": a record must be a JSON object, got ", r.value.type_name());
+  return out;
+}
+
+/// The string field `key` of a record. Missing or null: "" if optional, else an error; not a string: an error;
+/// required and blank (only whitespace): an error. Errors name file:line and the field.
+inline std::string string_field(const json_record& r, const std::string& file, const char* key, bool required) {
+  const auto it = r.value.find(key);
+  if (it == r.value.end() || it->is_null()) {
+    LORALAB_CHECK(!required, file, ":", r.line, ": field '", key, "' is missing");
+    return {};
+  }
+  LORALAB_CHECK(it->is_string(), file, ":", r.line, ": field '", key, "' must be a string, got ", it->type_name());
+  std::string s = it->get<std::string>();
+  LORALAB_CHECK(!required || !is_blank(s), file, ":", r.line, ": field '", key, "' is empty");
+  return s;
+}
+
+/// `text` without blank lines at its start and whitespace at its end (the first line's indentation stays).
+inline std::string_view trim_document(std::string_view text, std::size_t& skipped_lines) {
+  skipped_lines = 0;
+  for (;;) {
+    const std::size_t nl = text.find('\n');
+    if (nl == std::string_view::npos || !is_blank(text.substr(0, nl))) break;
+    text.remove_prefix(nl + 1);
+    ++skipped_lines;
+  }
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+inline constexpr std::string_view end_of_text = "<|endoftext|>";
+
+/// The line (without '\n' and a trailing '\r') of `text` that starts at `pos`, and the offset after it.
+inline std::pair<std::string_view, std::size_t> next_line(std::string_view text, std::size_t pos) {
+  const std::size_t end = std::min(text.find('\n', pos), text.size());
+  std::string_view s = text.substr(pos, end - pos);
+  if (!s.empty() && s.back() == '\r') s.remove_suffix(1);
+  return {s, end + 1};
+}
+
+inline bool has_fortune_separator(std::string_view text) {
+  for (std::size_t pos = 0; pos < text.size();) {
+    const auto [s, next] = next_line(text, pos);
+    if (s == "%") return true;
+    pos = next;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+/// The split `automatic` resolves to for `text` (see text_split).
+inline text_split detect_text_split(std::string_view text) {
+  if (text.find(detail::end_of_text) != std::string_view::npos) return text_split::eot;
+  if (detail::has_fortune_separator(text)) return text_split::fortune;
+  return text_split::line;
+}
+
+/// The documents of a plain-text corpus as text records (document in `output`), each with its first line.
+inline std::vector<record> split_text(std::string_view text, text_split split) {
+  if (split == text_split::automatic) split = detect_text_split(text);
+  std::vector<record> out;
+  // A document is text[begin, end); `line` is the 1-based line holding `begin`.
+  const auto add = [&](std::size_t begin, std::size_t end, std::size_t line) {
+    std::size_t skipped = 0;
+    const std::string_view doc = detail::trim_document(text.substr(begin, end - begin), skipped);
+    if (!doc.empty()) out.push_back({{}, {}, std::string(doc), line + skipped});
+  };
+  switch (split) {
+    case text_split::line: {
+      std::size_t line = 1;
+      for (std::size_t pos = 0; pos < text.size(); ++line) {
+        const auto [s, next] = detail::next_line(text, pos);
+        if (!detail::is_blank(s)) out.push_back({{}, {}, std::string(s), line});
+        pos = next;
+      }
+      break;
+    }
+    case text_split::fortune: {
+      std::size_t begin = 0, begin_line = 1, line = 1;
+      for (std::size_t pos = 0; pos < text.size(); ++line) {
+        const auto [s, next] = detail::next_line(text, pos);
+        if (s == "%") {
+          add(begin, pos, begin_line);
+          begin = std::min(next, text.size());
+          begin_line = line + 1;
+        }
+        pos = next;
+      }
+      add(begin, text.size(), begin_line);
+      break;
+    }
+    case text_split::eot: {
+      std::size_t begin = 0, begin_line = 1;
+      for (;;) {
+        const std::size_t at = text.find(detail::end_of_text, begin);
+        const std::size_t end = at == std::string_view::npos ? text.size() : at;
+        add(begin, end, begin_line);
+        if (at == std::string_view::npos) break;
+        const std::string_view between = text.substr(begin, at + detail::end_of_text.size() - begin);
+        begin_line += static_cast<std::size_t>(std::count(between.begin(), between.end(), '\n'));
+        begin = at + detail::end_of_text.size();
+      }
+      break;
+    }
+    case text_split::automatic: break;  // resolved above
+  }
+  return out;
+}
+
+/// The records of `text`, the contents of `file` (named in errors) in `format`. Every malformed record is a
+/// loralab::error naming file:line (and file:line:column for invalid JSON) and the field: a missing or blank
+/// instruction/output (response, quote), a non-string field, a record that is not an object. No record at all
+/// is an error too.
+inline std::vector<record> parse_records(std::string_view text, data_format format, const std::string& file,
+                                         text_split split = text_split::automatic) {
+  std::vector<record> out;
+  if (format == data_format::text) {
+    out = split_text(text, split);
+  } else {
+    const std::vector<detail::json_record> objects = detail::read_json_records(text, file);
+    out.reserve(objects.size());
+    for (const detail::json_record& r : objects) {
+      record rec;
+      rec.line = r.line;
+      switch (format) {
+        case data_format::alpaca:
+          rec.instruction = detail::string_field(r, file, "instruction", true);
+          rec.input = detail::string_field(r, file, "input", false);
+          rec.output = detail::string_field(r, file, "output", true);
+          break;
+        case data_format::dolly:
+          rec.instruction = detail::string_field(r, file, "instruction", true);
+          rec.input = detail::string_field(r, file, "context", false);
+          rec.output = detail::string_field(r, file, "response", true);
+          (void)detail::string_field(r, file, "category", false);  // checked, not used
+          break;
+        case data_format::quotes: {
+          // english_quotes: the quote keeps its curly quotes; some authors end with a comma ("J.K. Rowling,").
+          rec.output = detail::string_field(r, file, "quote", true);
+          std::string author = detail::string_field(r, file, "author", false);
+          while (!author.empty() && (detail::is_space(author.back()) || author.back() == ',')) author.pop_back();
+          const std::size_t lead = author.find_first_not_of(" \t\r\n");
+          author.erase(0, lead == std::string::npos ? author.size() : lead);
+          if (!author.empty()) rec.output += " \xE2\x80\x94 " + author;  // U+2014 em dash
+          break;
+        }
+        case data_format::text: break;  // handled above
+      }
+      out.push_back(std::move(rec));
+    }
+  }
+  LORALAB_CHECK(!out.empty(), file, ": no records (an empty ", to_string(format), " dataset)");
+  return out;
+}
+
+/// Reads `path` and parses it (see parse_records).
+inline std::vector<record> load_records(const std::filesystem::path& path, data_format format,
+                                        text_split split = text_split::automatic) {
+  return parse_records(detail::read_whole_file(path), format, path.string(), split);
+}
+
+// ---- seeded shuffling and the validation split ---------------------------------------------------------------------
+
+namespace detail {
+
+/// Uniform in [0, n) by rejection: the 2^64 mod n lowest outputs are redrawn, so every value is equally likely.
+inline std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t n) {
+  const std::uint64_t threshold = (0 - n) % n;  // 2^64 mod n
+  for (;;) {
+    const std::uint64_t x = rng();
+    if (x >= threshold) return x % n;
+  }
+}
+
+/// SplitMix64's finalizer: decorrelates nearby seeds (seed, seed + 1, …) before they seed an mt19937_64.
+inline std::uint64_t mix_seed(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace detail
+
+/// Fisher-Yates with detail::uniform_below: for i = n-1 … 1, swap v[i] with v[uniform_below(i + 1)].
+/// The same generator state gives the same order with every standard library.
+template <class T>
+void shuffle_in_place(std::vector<T>& v, std::mt19937_64& rng) {
+  for (std::size_t i = v.size(); i > 1; --i) {
+    const std::size_t j = static_cast<std::size_t>(detail::uniform_below(rng, i));
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+/// How many records go to validation: `--val-size N` (a count, 0 = no validation) or a fraction in (0, 1).
+struct val_size {
+  std::size_t count = 0;  ///< used when fraction == 0
+  double fraction = 0;    ///< in (0, 1) when the size was given as a fraction
+
+  /// "N" (digits only) is a count; anything else must read as a number in (0, 1): a fraction.
+  static val_size parse(std::string_view s) {
+    const std::string str(s);
+    const auto bad = [&] {
+      fail("--val-size must be a count >= 0 (e.g. 100) or a fraction in (0, 1) (e.g. 0.1), got '", str, "'");
+    };
+    if (!str.empty() && str.find_first_not_of("0123456789") == std::string::npos) {
+      try {
+        return {static_cast<std::size_t>(std::stoull(str)), 0.0};
+      } catch (const std::exception&) {
+        bad();
+      }
+    }
+    double f = 0;
+    std::size_t used = 0;
+    try {
+      f = std::stod(str, &used);
+    } catch (const std::exception&) {
+      bad();
+    }
+    if (used != str.size() || !(f > 0 && f < 1)) bad();
+    return {0, f};
+  }
+
+  void validate() const {
+    LORALAB_CHECK(fraction == 0 || (fraction > 0 && fraction < 1), "--val-size fraction must be in (0, 1), got ",
+                  fraction);
+  }
+
+  /// The number of validation records out of `n`: the count, or ceil(fraction · n) (HF train_test_split's rounding).
+  /// An error unless at least one training record is left.
+  std::size_t resolve(std::size_t n) const {
+    validate();
+    const std::size_t k =
+        fraction > 0 ? static_cast<std::size_t>(std::ceil(fraction * static_cast<double>(n))) : count;
+    LORALAB_CHECK(k < n, "--val-size ", *this, " takes ", k, " of the ", n,
+                  " records, leaving none for training; it must be smaller than the dataset");
+    return k;
+  }
+
+  friend std::ostream& operator<<(std::ostream& os, const val_size& v) {
+    return v.fraction > 0 ? os << v.fraction : os << v.count;
+  }
+};
+
+template <class T>
+struct train_val {
+  std::vector<T> train, val;
+};
+
+/// Shuffles `items` with mt19937_64(seed) (shuffle_in_place), then the first val.resolve(n) become the validation
+/// set and the rest the training set: disjoint, together all of `items`, the same for the same seed.
+template <class T>
+train_val<T> split_train_val(std::vector<T> items, const val_size& val, std::uint64_t seed) {
+  const std::size_t k = val.resolve(items.size());
+  std::mt19937_64 rng(seed);
+  shuffle_in_place(items, rng);
+  train_val<T> out;
+  out.val.assign(std::make_move_iterator(items.begin()), std::make_move_iterator(items.begin() + std::ptrdiff_t(k)));
+  out.train.assign(std::make_move_iterator(items.begin() + std::ptrdiff_t(k)), std::make_move_iterator(items.end()));
+  return out;
+}
+
+// ---- tokenization -------------------------------------------------------------------------------------------------
+
+/// One tokenized record. input_ids = [BOS] + prompt tokens + response tokens + [EOS]; labels (same length,
+/// NOT shifted) = input_ids with BOS and, unless train_on_prompt, the prompt tokens set to ignore_index.
+struct example {
+  std::vector<int> input_ids;  ///< (n)
+  std::vector<int> labels;     ///< (n), aligned with input_ids: the target of position t is labels[t + 1]
+
+  friend bool operator==(const example&, const example&) = default;
+};
+
+/// The number of positions with a target, #{t >= 1 : labels[t] != -100} (labels[0] is never a target).
+inline std::size_t count_targets(std::span<const int> labels) {
+  return labels.empty() ? 0
+                        : static_cast<std::size_t>(
+                              std::count_if(labels.begin() + 1, labels.end(), [](int l) { return l != ignore_index; }));
+}
+
+/// Tokenizes one rendered record (see example).
+///
+/// Prompt and response are encoded separately and concatenated. Encoding prompt + response as one string and
+/// masking the first len(encode(prompt)) tokens is wrong whenever a merge crosses the boundary (a prompt ending
+/// in a space or a letter merges with the response's first piece), and the mask is then off by a token. Separate
+/// encoding makes the boundary exact, so the masked labels are exactly the prompt's. The price is SentencePiece's
+/// dummy prefix: the response starts with a space-prefixed piece ("▁Hello"), which the model learns to emit
+/// after the prompt (decode then shows a leading space).
+inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool train_on_prompt) {
+  LORALAB_CHECK(tok.bos_id() >= 0 && tok.eos_id() >= 0, "the tokenizer must define BOS and EOS, got bos_id=",
+                tok.bos_id(), " eos_id=", tok.eos_id());
+  const std::vector<int> prompt = tok.encode(r.prompt, false);
+  const std::vector<int> response = tok.encode(r.response, false);
+  example ex;
+  ex.input_ids.reserve(prompt.size() + response.size() + 2);
+  ex.input_ids.push_back(tok.bos_id());
+  ex.input_ids.insert(ex.input_ids.end(), prompt.begin(), prompt.end());
+  ex.input_ids.insert(ex.input_ids.end(), response.begin(), response.end());
+  ex.input_ids.push_back(tok.eos_id());
+  ex.labels = ex.input_ids;
+  ex.labels[0] = ignore_index;  // BOS
+  if (!train_on_prompt) std::fill(ex.labels.begin() + 1, ex.labels.begin() + 1 + std::ptrdiff_t(prompt.size()), ignore_index);
+  return ex;
+}
+
+/// tokenize(tok, render(tmpl, r), train_on_prompt) for every record, in order.
+inline std::vector<example> tokenize_records(std::span<const record> records, const nn::tokenizer& tok,
+                                             prompt_template tmpl, bool train_on_prompt) {
+  std::vector<example> out;
+  out.reserve(records.size());
+  for (const record& r : records) out.push_back(tokenize(tok, render(tmpl, r), train_on_prompt));
+  return out;
+}
+
+// ---- rows: truncation or packing ----------------------------------------------------------------------------------
+
+/// What make_rows did; printed before training.
+struct row_stats {
+  std::size_t examples = 0;   ///< examples in
+  std::size_t truncated = 0;  ///< examples longer than seq_len, cut to their first seq_len tokens (not packing)
+  std::size_t dropped = 0;    ///< examples (or packed rows) left without any target, not used
+  std::size_t rows = 0;       ///< rows out
+  std::size_t tokens = 0;     ///< tokens in the rows out (padding not included)
+  std::size_t targets = 0;    ///< positions with a target in the rows out (see count_targets)
+
+  friend std::ostream& operator<<(std::ostream& os, const row_stats& s) {
+    return os << "row_stats{examples=" << s.examples << " truncated=" << s.truncated << " dropped=" << s.dropped
+              << " rows=" << s.rows << " tokens=" << s.tokens << " targets=" << s.targets << "}";
+  }
+};
+
+struct rows_result {
+  std::vector<example> rows;  ///< each at most seq_len tokens, each with at least one target
+  row_stats stats;
+};
+
+/// Rows of at most `seq_len` tokens. Without packing, each example is one row, cut to its first seq_len tokens;
+/// with packing, the concatenated examples are cut into rows of exactly seq_len (the last one shorter). A row
+/// with no target left is dropped and counted. `what` names the data in errors ("train split").
+/// Errors: seq_len < 2; examples given but none with a target ("no trainable tokens: …").
+inline rows_result make_rows(std::span<const example> examples, int seq_len, bool packing,
+                             std::string_view what = "dataset") {
+  LORALAB_CHECK(seq_len >= 2, "--seq-len must be >= 2 (a row needs a token and its target), got ", seq_len);
+  const auto T = static_cast<std::size_t>(seq_len);
+  rows_result out;
+  out.stats.examples = examples.size();
+  const auto keep = [&](example row) {
+    const std::size_t n = count_targets(row.labels);
+    if (n == 0) {
+      ++out.stats.dropped;
+      return;
+    }
+    out.stats.tokens += row.input_ids.size();
+    out.stats.targets += n;
+    out.rows.push_back(std::move(row));
+  };
+  if (!packing) {
+    for (const example& ex : examples) {
+      LORALAB_CHECK(ex.input_ids.size() == ex.labels.size(), what, ": an example has ", ex.input_ids.size(),
+                    " input_ids but ", ex.labels.size(), " labels");
+      example row = ex;
+      if (row.input_ids.size() > T) {
+        ++out.stats.truncated;
+        row.input_ids.resize(T);
+        row.labels.resize(T);
+      }
+      keep(std::move(row));
+    }
+  } else {
+    example row;
+    for (const example& ex : examples) {
+      LORALAB_CHECK(ex.input_ids.size() == ex.labels.size(), what, ": an example has ", ex.input_ids.size(),
+                    " input_ids but ", ex.labels.size(), " labels");
+      for (std::size_t i = 0; i < ex.input_ids.size(); ++i) {
+        row.input_ids.push_back(ex.input_ids[i]);
+        row.labels.push_back(ex.labels[i]);
+        if (row.input_ids.size() == T) keep(std::exchange(row, example{}));
+      }
+    }
+    if (!row.input_ids.empty()) keep(std::move(row));
+  }
+  out.stats.rows = out.rows.size();
+  LORALAB_CHECK(examples.empty() || !out.rows.empty(), "no trainable tokens: every label is -100 after truncation to seq_len=",
+                seq_len, " (", what, ": ", examples.size(), " examples, all dropped; raise --seq-len or train on the prompt)");
+  return out;
+}
+
+// ---- batches ------------------------------------------------------------------------------------------------------
+
+/// B rows of T tokens, right-padded, with the targets already shifted. B, T as in nn/config.hpp.
+struct batch {
+  int B = 0, T = 0;
+  std::vector<int> tokens;   ///< (B, T) row-major: the rows' input_ids, padded with the pad id (EOS)
+  std::vector<int> targets;  ///< (B, T): targets[b, t] = labels[b][t + 1]; -100 at t = T-1, past a row's end and where masked
+  int trainable_tokens = 0;  ///< #targets != -100 (>= 1: rows without a target were dropped by make_rows)
+};
+
+/// The batch of rows[order[0]], rows[order[1]], …, padded on the right to `pad_to` columns (0: to the longest row).
+inline batch make_batch(std::span<const example> rows, std::span<const std::size_t> order, int pad_id, int pad_to = 0) {
+  batch b;
+  b.B = static_cast<int>(order.size());
+  std::size_t T = static_cast<std::size_t>(std::max(pad_to, 0));
+  for (const std::size_t i : order) T = std::max(T, rows[i].input_ids.size());
+  LORALAB_CHECK(pad_to == 0 || T == static_cast<std::size_t>(pad_to), "make_batch: a row has ", T,
+                " tokens, more than pad_to=", pad_to);
+  b.T = static_cast<int>(T);
+  b.tokens.assign(order.size() * T, pad_id);
+  b.targets.assign(order.size() * T, ignore_index);
+  for (std::size_t r = 0; r < order.size(); ++r) {
+    const example& ex = rows[order[r]];
+    const std::size_t n = ex.input_ids.size();
+    std::copy(ex.input_ids.begin(), ex.input_ids.end(), b.tokens.begin() + std::ptrdiff_t(r * T));
+    if (n > 1) std::copy(ex.labels.begin() + 1, ex.labels.end(), b.targets.begin() + std::ptrdiff_t(r * T));
+  }
+  b.trainable_tokens =
+      static_cast<int>(std::count_if(b.targets.begin(), b.targets.end(), [](int t) { return t != ignore_index; }));
+  return b;
+}
+
+/// Batches over epochs. Epoch e visits the rows in the order of shuffle_in_place with
+/// mt19937_64(mix_seed(seed + e)) (or in file order when shuffle is off), batch_size rows at a time. The last
+/// batch of an epoch keeps drop_last = false and is smaller (B = rows % batch_size) instead of being filled with
+/// padding rows: the loss divides by trainable_tokens, so a smaller batch needs no special case. batch_at(e, i)
+/// is a pure function of (seed, e, i), so a resumed run sees the same batches.
+class batch_loader {
+ public:
+  batch_loader() = default;
+
+  /// `pad_to` 0 pads each batch to its longest row; a positive value (seq_len) gives every batch T = pad_to.
+  batch_loader(std::vector<example> rows, int batch_size, int pad_id, std::uint64_t seed, bool shuffle = true,
+               int pad_to = 0)
+      : rows_(std::move(rows)), batch_size_(batch_size), pad_id_(pad_id), pad_to_(pad_to), seed_(seed), shuffle_(shuffle) {
+    LORALAB_CHECK(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
+    LORALAB_CHECK(pad_to >= 0, "batch_loader: pad_to must be >= 0, got ", pad_to);
+    order_ = order(0);
+  }
+
+  std::size_t size() const { return rows_.size(); }
+  const std::vector<example>& rows() const { return rows_; }
+  int batch_size() const { return batch_size_; }
+  /// Batches per epoch: ceil(rows / batch_size).
+  int num_batches() const { return static_cast<int>((rows_.size() + std::size_t(batch_size_) - 1) / std::size_t(batch_size_)); }
+  /// The epoch (0-based) and the index in it of the batch next() returns.
+  int epoch() const { return epoch_; }
+  int batch_in_epoch() const { return index_; }
+
+  /// The row order of epoch `e`: a permutation of [0, size()).
+  std::vector<std::size_t> order(int e) const {
+    std::vector<std::size_t> perm(rows_.size());
+    for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = i;
+    if (shuffle_) {
+      std::mt19937_64 rng(detail::mix_seed(seed_ + static_cast<std::uint64_t>(e)));
+      shuffle_in_place(perm, rng);
+    }
+    return perm;
+  }
+
+  /// Batch `i` (0-based, < num_batches()) of epoch `e`.
+  batch batch_at(int e, int i) const {
+    check_index(i);
+    return slice(e == epoch_ ? order_ : order(e), i);
+  }
+
+  /// The next batch; after the last batch of an epoch the next call starts epoch + 1 (reshuffled).
+  batch next() {
+    LORALAB_CHECK(!rows_.empty(), "batch_loader::next: the dataset has no rows");
+    batch b = slice(order_, index_);
+    if (++index_ == num_batches()) {
+      index_ = 0;
+      order_ = order(++epoch_);
+    }
+    return b;
+  }
+
+ private:
+  void check_index(int i) const {
+    LORALAB_CHECK(i >= 0 && i < num_batches(), "batch index ", i, " is out of range [0, ", num_batches(), ")");
+  }
+  batch slice(const std::vector<std::size_t>& perm, int i) const {
+    const std::size_t first = std::size_t(i) * std::size_t(batch_size_);
+    const std::size_t last = std::min(first + std::size_t(batch_size_), perm.size());
+    return make_batch(rows_, std::span(perm).subspan(first, last - first), pad_id_, pad_to_);
+  }
+
+  std::vector<example> rows_;
+  int batch_size_ = 1, pad_id_ = 0, pad_to_ = 0;
+  std::uint64_t seed_ = 0;
+  bool shuffle_ = true;
+  int epoch_ = 0, index_ = 0;
+  std::vector<std::size_t> order_;  // of epoch_
+};
+
+// ---- everything at once -------------------------------------------------------------------------------------------
+
+/// The data side of a fine-tuning run, as flags (validate() checks them before any file is read).
+struct dataset_config {
+  std::filesystem::path file;
+  data_format format = data_format::alpaca;
+  text_split split = text_split::automatic;     ///< text format only
+  std::optional<prompt_template> tmpl;          ///< default: default_template(format)
+  bool train_on_prompt = false;                 ///< false: prompt labels are -100 (plain has an empty prompt)
+  int seq_len = 256;                            ///< T: tokens per row
+  bool packing = false;
+  bool pad_to_seq_len = false;                  ///< every batch T = seq_len (else: the longest row of the batch)
+  int batch_size = 8;
+  val_size val;                                 ///< 0: no validation set
+  std::uint64_t seed = 42;                      ///< epoch shuffles (the run's --seed)
+  std::uint64_t split_seed = 42;                ///< train/val split; separate so runs with other seeds share the val set
+
+  prompt_template template_used() const { return tmpl.value_or(default_template(format)); }
+
+  void validate() const {
+    LORALAB_CHECK(seq_len >= 2, "--seq-len must be >= 2 (a row needs a token and its target), got ", seq_len);
+    LORALAB_CHECK(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
+    val.validate();
+  }
+
+  friend std::ostream& operator<<(std::ostream& os, const dataset_config& c) {
+    os << "dataset_config{file=" << c.file.string() << " format=" << c.format;
+    if (c.format == data_format::text) os << " text_split=" << c.split;
+    return os << " template=" << c.template_used() << " train_on_prompt=" << c.train_on_prompt << " seq_len=" << c.seq_len
+              << " packing=" << c.packing << " pad_to_seq_len=" << c.pad_to_seq_len << " batch_size=" << c.batch_size
+              << " val_size=" << c.val << " seed=" << c.seed << " split_seed=" << c.split_seed << "}";
+  }
+};
+
+struct prepared_dataset {
+  std::size_t records = 0;  ///< records in the file
+  row_stats train_stats, val_stats;
+  batch_loader train;  ///< shuffled every epoch
+  batch_loader val;    ///< file order after the split, not shuffled; empty when val_size is 0
+};
+
+/// load_records → split_train_val (split_seed) → tokenize_records → make_rows → batch_loader (pad with EOS).
+inline prepared_dataset prepare_dataset(const dataset_config& c, const nn::tokenizer& tok) {
+  c.validate();
+  std::vector<record> records = load_records(c.file, c.format, c.split);
+  prepared_dataset out;
+  out.records = records.size();
+  train_val<record> parts = split_train_val(std::move(records), c.val, c.split_seed);
+  const prompt_template tmpl = c.template_used();
+  const int pad_to = c.pad_to_seq_len ? c.seq_len : 0;
+  rows_result train = make_rows(tokenize_records(parts.train, tok, tmpl, c.train_on_prompt), c.seq_len, c.packing,
+                                "train split of " + c.file.string());
+  rows_result val = make_rows(tokenize_records(parts.val, tok, tmpl, c.train_on_prompt), c.seq_len, c.packing,
+                              "validation split of " + c.file.string());
+  out.train_stats = train.stats;
+  out.val_stats = val.stats;
+  out.train = batch_loader(std::move(train.rows), c.batch_size, tok.eos_id(), c.seed, true, pad_to);
+  out.val = batch_loader(std::move(val.rows), c.batch_size, tok.eos_id(), c.seed, false, pad_to);
+  return out;
+}
+
+}  // namespace loralab::lora

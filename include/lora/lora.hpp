@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// loralab::lora — adapters over dense or quantized linears, target modules, PEFT files.
+#include "lora/lora_config.hpp"
+#include "lora/lora_linear.hpp"
+#include "lora/lora_model.hpp"
+#include "lora/peft_io.hpp"
+#include "lora/targets.hpp"

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A Llama model with LoRA adapters on chosen linear layers (PEFT's get_peft_model), over a dense or quantized
+// base, and what PEFT does with it: trainable parameters by name, print_trainable_parameters, merge, unmerge,
+// merge_and_unload, and k-bit training preparation.
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "core/check.hpp"
+#include "lora/lora_config.hpp"
+#include "lora/lora_linear.hpp"
+#include "lora/targets.hpp"
+#include "nn/llama.hpp"
+#include "quant/error_metrics.hpp"
+
+namespace loralab::lora {
+
+template <class Base>
+using lora_model = nn::llama_model<lora_linear<Base>>;
+
+/// A LoRA-ready model whose base linears are made by make_base(data, N, K); no adapter is attached yet.
+template <class Base, class MakeBase>
+lora_model<Base> make_lora_model(const nn::model_file& f, MakeBase&& make_base) {
+  return lora_model<Base>::from_file(f, [&](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) {
+    lora_linear<Base> l;
+    static_cast<Base&>(l) = make_base(d, n, k);
+    return l;
+  });
+}
+
+/// Dense float base (LoRA).
+template <class S = float>
+lora_model<nn::linear<nn::dense_weight<S>>> make_lora_dense_model(const nn::model_file& f) {
+  return make_lora_model<nn::linear<nn::dense_weight<S>>>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
+    return nn::make_dense_linear<S>(d, n, k);
+  });
+}
+
+/// Quantized base (QLoRA).
+template <class Scheme>
+lora_model<nn::linear<nn::quant_weight<Scheme>>> make_lora_quantized_model(const nn::model_file& f) {
+  return make_lora_model<nn::linear<nn::quant_weight<Scheme>>>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
+    return nn::make_quant_linear<Scheme>(d, n, k);
+  });
+}
+
+/// The full names of a model's linear modules (model.layers.0.self_attn.q_proj, …).
+template <class Base>
+std::vector<std::string> linear_module_names(lora_model<Base>& m) {
+  std::vector<std::string> names;
+  m.for_each_linear([&](const std::string& name, auto&) { names.push_back(name); });
+  return names;
+}
+
+/// PEFT's prepare_model_for_kbit_training + get_peft_model: freeze everything, attach adapters where the
+/// targets match (seeded initialisation, in module order), turn gradient checkpointing on for quantized bases
+/// (PEFT's default). Returns how many modules got an adapter. Unknown target names are an error listing the
+/// model's modules.
+template <class Base>
+int attach_adapters(lora_model<Base>& m, const lora_config& cfg, const target_spec& targets, std::uint64_t seed) {
+  cfg.validate();
+  targets.check_against(linear_module_names(m));
+  m.set_all_trainable(false);
+  std::mt19937_64 rng(seed);
+  int count = 0;
+  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+    lin.adapter.reset();
+    lin.merged = false;
+    if (!targets.matches(name)) return;
+    lin.adapter = make_adapter<typename Base::scalar>(cfg, lin.out_features(), lin.in_features(), rng);
+    ++count;
+  });
+  if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<typename Base::scalar>>) m.gradient_checkpointing = true;
+  return count;
+}
+
+/// Visits every adapter with the key PEFT saves it under (base_model.model.<module>.lora_A.weight / lora_B).
+template <class Base, class F>
+void for_each_adapter(lora_model<Base>& m, F&& f) {
+  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+    if (lin.adapter) f("base_model.model." + name, *lin.adapter, lin);
+  });
+}
+
+/// Sets each adapter's dropout seed for this step (distinct per module) and training or eval mode.
+template <class Base>
+void set_adapter_mode(lora_model<Base>& m, bool training, std::uint64_t step_seed) {
+  std::uint64_t module = 0;
+  for_each_adapter(m, [&](const std::string&, auto& a, auto&) {
+    a.training = training;
+    a.dropout_seed = step_seed * 0x9E3779B97F4A7C15ull + (++module) * 0xD1B54A32D192ED03ull;
+  });
+}
+
+struct parameter_counts {
+  std::size_t trainable = 0, all = 0;
+  double percent() const { return all ? 100.0 * double(trainable) / double(all) : 0; }
+};
+
+/// Counts as PEFT does: trainable = adapter parameters (+ any trainable dense parameter); all = trainable +
+/// every base parameter, a quantized weight counting its N·K elements.
+template <class Base>
+parameter_counts count_parameters(lora_model<Base>& m) {
+  parameter_counts c;
+  m.for_each_parameter([&](const std::string&, auto p) {
+    c.all += std::size_t(p.size);
+    if (p.grad) c.trainable += std::size_t(p.size);
+  });
+  if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<typename Base::scalar>>)
+    m.for_each_linear([&](const std::string&, auto& lin) { c.all += std::size_t(lin.out_features() * lin.in_features()); });
+  for_each_adapter(m, [&](const std::string&, auto& a, auto&) {
+    c.trainable += std::size_t(a.A.size() + a.B.size());
+    c.all += std::size_t(a.A.size() + a.B.size());
+  });
+  return c;
+}
+
+/// 6738710528 -> "6,738,710,528" (Python's f"{n:,}").
+inline std::string with_commas(std::size_t n) {
+  const std::string digits = std::to_string(n);
+  std::string s;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) s += ',';
+    s += digits[i];
+  }
+  return s;
+}
+
+/// PEFT's line: "trainable params: 294,912 || all params: 6,738,710,528 || trainable%: 0.0044".
+template <class Base>
+std::string trainable_parameters_line(lora_model<Base>& m) {
+  const auto c = count_parameters(m);
+  return fmt::format("trainable params: {} || all params: {} || trainable%: {:.4f}", with_commas(c.trainable),
+                     with_commas(c.all), c.percent());
+}
+
+// ---- merge ----------------------------------------------------------------------------------------------------
+
+struct merge_report {
+  int merged_modules = 0;
+  double max_rounding_error = 0;  ///< quantized bases: max |(W + ΔW) − deq(Q(deq(W) + ΔW))|
+};
+
+namespace detail {
+/// W + sign·s·B·A into a dense base, or dequantize → add → requantize into a quantized one.
+template <class Base>
+double add_delta(lora_linear<Base>& lin, double sign) {
+  using S = typename Base::scalar;
+  const auto& a = *lin.adapter;
+  const nn::matrix<S> delta = (a.B * a.A) * (a.scaling * S(sign));
+  if constexpr (std::same_as<typename Base::weight_type, nn::dense_weight<S>>) {
+    lin.weight.w += delta;
+    return 0;
+  } else {
+    using Scheme = typename Base::weight_type::scheme;
+    const nn::matrix<float> target = lin.dense() + delta;
+    const Eigen::Index n = target.rows(), k = target.cols();
+    auto requantized = nn::make_quant_linear<Scheme>(target.data(), n, k);
+    lin.weight = std::move(requantized.weight);
+    return double((lin.dense() - target).cwiseAbs().maxCoeff());
+  }
+}
+}  // namespace detail
+
+/// Adds every adapter's s·B·A into its base weight; forward then skips the adapters. For a quantized base this
+/// dequantizes, adds and requantizes ("may get different generations due to rounding errors", as PEFT warns):
+/// the report gives the largest rounding error.
+template <class Base>
+merge_report merge_adapters(lora_model<Base>& m) {
+  merge_report r;
+  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+    if (!lin.adapter || lin.merged) return;
+    r.max_rounding_error = std::max(r.max_rounding_error, detail::add_delta(lin, +1));
+    lin.merged = true;
+    ++r.merged_modules;
+  });
+  m.init_runtime();
+  return r;
+}
+
+/// Subtracts the merged updates again (exact up to float rounding for a dense base; lossy for a quantized one).
+template <class Base>
+merge_report unmerge_adapters(lora_model<Base>& m) {
+  merge_report r;
+  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+    if (!lin.adapter || !lin.merged) return;
+    r.max_rounding_error = std::max(r.max_rounding_error, detail::add_delta(lin, -1));
+    lin.merged = false;
+    ++r.merged_modules;
+  });
+  m.init_runtime();
+  return r;
+}
+
+/// PEFT's merge_and_unload: merges, then returns the plain model (no adapter wrappers).
+template <class Base>
+nn::llama_model<Base> merge_and_unload(lora_model<Base> m, merge_report* report = nullptr) {
+  const merge_report r = merge_adapters(m);
+  if (report) *report = r;
+  nn::llama_model<Base> out;
+  out.config = m.config;
+  out.embed = std::move(m.embed);
+  out.final_norm = std::move(m.final_norm);
+  out.lm_head = std::move(m.lm_head);
+  out.layers.resize(m.layers.size());
+  for (std::size_t l = 0; l < m.layers.size(); ++l) {
+    auto& src = m.layers[l];
+    auto& dst = out.layers[l];
+    dst.input_layernorm = std::move(src.input_layernorm);
+    dst.post_attention_layernorm = std::move(src.post_attention_layernorm);
+    dst.q_proj = std::move(static_cast<Base&>(src.q_proj)), dst.k_proj = std::move(static_cast<Base&>(src.k_proj));
+    dst.v_proj = std::move(static_cast<Base&>(src.v_proj)), dst.o_proj = std::move(static_cast<Base&>(src.o_proj));
+    dst.gate_proj = std::move(static_cast<Base&>(src.gate_proj)), dst.up_proj = std::move(static_cast<Base&>(src.up_proj));
+    dst.down_proj = std::move(static_cast<Base&>(src.down_proj));
+  }
+  out.set_all_trainable(false);
+  out.init_runtime();
+  return out;
+}
+
+}  // namespace loralab::lora

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Adapters in PEFT's own layout, so peft.PeftModel.from_pretrained loads what loralab saves and back:
+//   DIR/adapter_config.json         json.dumps(indent=2, sort_keys=True) of LoraConfig (PEFT v0.20.0's 40 keys)
+//   DIR/adapter_model.safetensors   F32 base_model.model.<module>.lora_A.weight (r, K) / .lora_B.weight (N, r),
+//                                   metadata {"format": "pt"}, tensors in name order
+// Both files are written atomically.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.hpp"
+#include "core/check.hpp"
+#include "io/safetensors.hpp"
+#include "lora/lora_model.hpp"
+
+namespace loralab::lora {
+
+/// adapter_config.json for this configuration (every key PEFT v0.20.0 writes, defaults where loralab has none).
+inline nlohmann::json adapter_config_json(const lora_config& c, const target_spec& t, const std::string& base_model) {
+  nlohmann::json j;
+  const auto number = [](double v) -> nlohmann::json {
+    if (v == std::floor(v) && std::fabs(v) < 1e15) return static_cast<long long>(v);
+    return v;
+  };
+  j["alora_invocation_tokens"] = nullptr, j["alpha_pattern"] = nlohmann::json::object(), j["arrow_config"] = nullptr;
+  j["auto_mapping"] = nullptr, j["base_model_name_or_path"] = base_model, j["bias"] = "none", j["corda_config"] = nullptr;
+  j["ensure_weight_tying"] = false, j["eva_config"] = nullptr, j["exclude_modules"] = nullptr, j["fan_in_fan_out"] = false;
+  j["inference_mode"] = true;
+  j["init_lora_weights"] = c.init == lora_init::gaussian ? nlohmann::json("gaussian") : nlohmann::json(true);
+  j["layer_replication"] = nullptr, j["layers_pattern"] = nullptr, j["layers_to_transform"] = nullptr;
+  j["loftq_config"] = nlohmann::json::object(), j["lora_alpha"] = number(c.alpha), j["lora_bias"] = false;
+  j["lora_dropout"] = c.dropout, j["lora_ga_config"] = nullptr, j["megatron_config"] = nullptr;
+  j["megatron_core"] = "megatron.core", j["modules_to_save"] = nullptr, j["monteclora_config"] = nullptr;
+  j["peft_type"] = "LORA", j["peft_version"] = "0.20.0", j["qalora_group_size"] = 16, j["r"] = c.r;
+  j["rank_pattern"] = nlohmann::json::object(), j["revision"] = nullptr;
+  if (t.how == target_spec::kind::regex) {
+    j["target_modules"] = t.pattern;
+  } else if (t.how == target_spec::kind::all_linear) {  // PEFT stores all-linear as the minimal suffix list
+    std::set<std::string> names(llama_linear_names.begin(), llama_linear_names.end());
+    j["target_modules"] = names;
+  } else {
+    j["target_modules"] = std::set<std::string>(t.names.begin(), t.names.end());
+  }
+  j["target_parameters"] = nullptr, j["task_type"] = "CAUSAL_LM", j["trainable_token_indices"] = nullptr;
+  j["use_bdlora"] = nullptr, j["use_dora"] = false, j["use_qalora"] = false, j["use_rslora"] = c.use_rslora;
+  j["velora_config"] = nullptr;
+  return j;
+}
+
+/// Writes DIR/adapter_config.json and DIR/adapter_model.safetensors.
+template <class Base>
+void save_adapter(lora_model<Base>& m, const std::filesystem::path& dir, const lora_config& c, const target_spec& t,
+                  const std::string& base_model) {
+  std::filesystem::create_directories(dir);
+  std::map<std::string, nn::matrix<float>> tensors;  // sorted by name, float32 whatever S is
+  for_each_adapter(m, [&](const std::string& key, const auto& a, const auto&) {
+    tensors[key + ".lora_A.weight"] = a.A.template cast<float>();
+    tensors[key + ".lora_B.weight"] = a.B.template cast<float>();
+  });
+  LORALAB_CHECK(!tensors.empty(), dir.string(), ": the model has no adapter to save");
+  io::safetensors_writer w;
+  w.set_metadata("format", "pt");
+  for (const auto& [name, t] : tensors)
+    w.add<float>(name, {t.rows(), t.cols()}, std::span<const float>(t.data(), std::size_t(t.size())));
+  w.write(dir / "adapter_model.safetensors");
+  atomic_file f(dir / "adapter_config.json");
+  f.write(adapter_config_json(c, t, base_model).dump(2));
+  f.commit();
+}
+
+/// The LoRA settings an adapter_config.json holds; unsupported features are refused by name.
+struct loaded_adapter_config {
+  lora_config config;
+  target_spec targets;
+  std::map<std::string, int> rank_pattern;
+  std::map<std::string, double> alpha_pattern;
+  std::string base_model;
+};
+
+inline loaded_adapter_config read_adapter_config(const std::filesystem::path& dir) {
+  const auto path = dir / "adapter_config.json";
+  std::ifstream in(path);
+  LORALAB_CHECK(in, path.string(), ": cannot open");
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  LORALAB_CHECK(j.is_object(), path.string(), ": not a JSON object");
+  const auto where = path.string();
+  LORALAB_CHECK(j.value("peft_type", std::string()) == "LORA", where, ": peft_type must be \"LORA\"");
+  loaded_adapter_config out;
+  try {
+    out.config.r = j.at("r").get<int>();
+    out.config.alpha = j.at("lora_alpha").get<double>();
+    out.config.dropout = j.value("lora_dropout", 0.0);
+    out.config.use_rslora = j.value("use_rslora", false);
+    const auto& init = j.contains("init_lora_weights") ? j.at("init_lora_weights") : nlohmann::json(true);
+    out.config.init = init.is_string() && init.get<std::string>() == "gaussian" ? lora_init::gaussian : lora_init::kaiming_uniform;
+    out.base_model = j.value("base_model_name_or_path", nlohmann::json()).is_string() ? j.at("base_model_name_or_path").get<std::string>() : "";
+    const auto& tm = j.at("target_modules");
+    if (tm.is_string()) out.targets = parse_targets(tm.get<std::string>());
+    else {
+      out.targets.how = target_spec::kind::names;
+      out.targets.names = tm.get<std::vector<std::string>>();
+    }
+    if (j.contains("rank_pattern") && j.at("rank_pattern").is_object()) out.rank_pattern = j.at("rank_pattern").get<std::map<std::string, int>>();
+    if (j.contains("alpha_pattern") && j.at("alpha_pattern").is_object()) out.alpha_pattern = j.at("alpha_pattern").get<std::map<std::string, double>>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": missing or mistyped field: ", e.what());
+  }
+  LORALAB_CHECK(!j.value("use_dora", false), where, ": use_dora=true (DoRA) is not supported");
+  LORALAB_CHECK(j.value("bias", std::string("none")) == "none", where, ": bias other than \"none\" is not supported");
+  LORALAB_CHECK(!j.value("fan_in_fan_out", false), where, ": fan_in_fan_out=true does not apply to Llama's linear layers");
+  LORALAB_CHECK(!j.contains("modules_to_save") || j.at("modules_to_save").is_null(), where, ": modules_to_save is not supported");
+  try {
+    out.config.validate();
+  } catch (const loralab::error& e) {
+    fail(where, ": ", e.what());
+  }
+  return out;
+}
+
+/// Loads a PEFT adapter directory into m: adapters are attached where its target_modules match (with
+/// rank_pattern / alpha_pattern overrides), their weights read from adapter_model.safetensors. Missing or
+/// unexpected keys and wrong shapes are errors naming the file and key.
+template <class Base>
+loaded_adapter_config load_adapter(lora_model<Base>& m, const std::filesystem::path& dir) {
+  using S = typename Base::scalar;
+  loaded_adapter_config cfg = read_adapter_config(dir);
+  const auto file = io::safetensors_file::open(dir / "adapter_model.safetensors");
+  const auto where = file.path().string();
+  cfg.targets.check_against(linear_module_names(m));
+  const auto pattern_for = [](const auto& patterns, const std::string& key) -> const std::string* {
+    for (const auto& [p, v] : patterns)  // PEFT get_pattern_key: (.*\.)?{key}$ against the module name
+      if (std::regex_match(key, std::regex("(.*\\.)?" + p))) return &p;
+    return nullptr;
+  };
+  std::set<std::string> used;
+  std::mt19937_64 rng(0);
+  m.set_all_trainable(false);
+  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+    lin.adapter.reset();
+    lin.merged = false;
+    if (!cfg.targets.matches(name)) return;
+    lora_config c = cfg.config;
+    if (const auto* p = pattern_for(cfg.rank_pattern, name)) c.r = cfg.rank_pattern.at(*p);
+    if (const auto* p = pattern_for(cfg.alpha_pattern, name)) c.alpha = cfg.alpha_pattern.at(*p);
+    auto a = make_adapter<S>(c, lin.out_features(), lin.in_features(), rng);
+    for (const char* which : {"lora_A", "lora_B"}) {
+      const std::string key = "base_model.model." + name + "." + which + ".weight";
+      LORALAB_CHECK(file.contains(key), where, ": missing adapter key '", key, "'");
+      const auto& t = file.at(key);
+      auto& dst = which[5] == 'A' ? a.A : a.B;
+      LORALAB_CHECK(t.shape == (std::vector<std::int64_t>{dst.rows(), dst.cols()}), where, ": '", key, "' has shape [",
+                    t.shape.size() > 0 ? t.shape[0] : -1, ", ", t.shape.size() > 1 ? t.shape[1] : -1, "], expected [", dst.rows(),
+                    ", ", dst.cols(), "]");
+      const std::vector<float> v = t.to_float();
+      dst = Eigen::Map<const nn::matrix<float>>(v.data(), dst.rows(), dst.cols()).template cast<S>();
+      used.insert(key);
+    }
+    lin.adapter = std::move(a);
+  });
+  for (const auto& t : file.tensors())
+    LORALAB_CHECK(used.count(t.name), where, ": unexpected tensor '", t.name, "' (no targeted module of this model has it)");
+  if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<S>>) m.gradient_checkpointing = true;
+  return cfg;
+}
+
+}  // namespace loralab::lora

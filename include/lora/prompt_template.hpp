@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Prompt templates: how one training record becomes a (prompt, response) pair of strings. The prompt is what the
+// model is given, the response what it learns to write (lora/dataset.hpp masks the prompt's labels).
+//
+//   alpaca  Stanford Alpaca (tatsu-lab/stanford_alpaca train.py, PROMPT_DICT), two variants:
+//           with input:    "Below is an instruction that describes a task, paired with an input that provides
+//                           further context. Write a response that appropriately completes the request.\n\n"
+//                          "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+//           without input: "Below is an instruction that describes a task. Write a response that appropriately
+//                           completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+//           response = {output}
+//   dolly   databricks/dolly training/consts.py (INTRO_BLURB, "### Instruction:", "Input:", "### Response:",
+//           "### End"): prompt = intro "\n\n### Instruction:\n{instruction}\n\n" ["Input:\n{input}\n\n" when the
+//           input (dolly's context) is non-empty] "### Response:\n", response = "{output}\n\n### End". The end key
+//           is part of the response, so the model learns to write it.
+//   plain   prompt = "", response = the record's text: `output` for text records; for instruction records the
+//           non-empty fields instruction, input, output joined by "\n\n" (everything is trained).
+//
+// A template is an enum parsed once at the CLI edge (parse_prompt_template); render() is a pure function.
+#include <array>
+#include <cstddef>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "core/check.hpp"
+
+namespace loralab::lora {
+
+/// One training record as the loaders in lora/dataset.hpp read it. Instruction formats fill instruction, input
+/// (Alpaca's input, Dolly's context; may be empty) and output (Alpaca's output, Dolly's response); text formats
+/// (plain text, quotes) leave instruction and input empty and put the document in `output`.
+struct record {
+  std::string instruction;
+  std::string input;
+  std::string output;
+  std::size_t line = 0;  ///< 1-based line of the file where the record starts (for messages)
+
+  friend bool operator==(const record&, const record&) = default;
+};
+
+/// The text a template makes of a record: the model is given `prompt` and learns to write `response`.
+struct rendered_record {
+  std::string prompt;
+  std::string response;
+
+  friend bool operator==(const rendered_record&, const rendered_record&) = default;
+};
+
+enum class prompt_template { alpaca, dolly, plain };
+
+namespace detail {
+
+struct template_row {
+  prompt_template value;
+  std::string_view name;
+};
+inline constexpr std::array<template_row, 3> template_table = {{
+    {prompt_template::alpaca, "alpaca"},
+    {prompt_template::dolly, "dolly"},
+    {prompt_template::plain, "plain"},
+}};
+constexpr bool template_table_in_enum_order() {
+  for (std::size_t i = 0; i < template_table.size(); ++i)
+    if (static_cast<std::size_t>(template_table[i].value) != i) return false;
+  return true;
+}
+static_assert(template_table_in_enum_order(), "template_table rows must follow the order of enum class prompt_template");
+
+inline constexpr std::string_view alpaca_intro_with_input =
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n";
+inline constexpr std::string_view alpaca_intro_no_input =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n";
+inline constexpr std::string_view dolly_intro =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+
+}  // namespace detail
+
+inline std::string_view to_string(prompt_template t) { return detail::template_table[static_cast<std::size_t>(t)].name; }
+
+inline std::ostream& operator<<(std::ostream& os, prompt_template t) { return os << to_string(t); }
+
+/// "alpaca" | "dolly" | "plain"; anything else is an error listing the valid names.
+inline prompt_template parse_prompt_template(std::string_view s) {
+  std::string names;
+  for (const auto& row : detail::template_table) {
+    if (row.name == s) return row.value;
+    names += names.empty() ? "" : ", ";
+    names += row.name;
+  }
+  fail("--template must be one of ", names, "; got '", s, "'");
+}
+
+/// The prompt and response `t` makes of `r` (see the header comment for the exact strings). alpaca and dolly
+/// need a non-empty instruction: a text record (quotes, plain text) under them is an error naming its line.
+inline rendered_record render(prompt_template t, const record& r) {
+  switch (t) {
+    case prompt_template::alpaca: {
+      LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line,
+                    ": template alpaca needs an instruction, this record has none (use --template plain for text)");
+      std::string prompt(r.input.empty() ? detail::alpaca_intro_no_input : detail::alpaca_intro_with_input);
+      prompt += "### Instruction:\n" + r.instruction + "\n\n";
+      if (!r.input.empty()) prompt += "### Input:\n" + r.input + "\n\n";
+      prompt += "### Response:\n";
+      return {std::move(prompt), r.output};
+    }
+    case prompt_template::dolly: {
+      LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line,
+                    ": template dolly needs an instruction, this record has none (use --template plain for text)");
+      std::string prompt(detail::dolly_intro);
+      prompt += "\n\n### Instruction:\n" + r.instruction + "\n\n";
+      if (!r.input.empty()) prompt += "Input:\n" + r.input + "\n\n";
+      prompt += "### Response:\n";
+      return {std::move(prompt), r.output + "\n\n### End"};
+    }
+    case prompt_template::plain: {
+      std::string text;
+      for (const std::string* field : {&r.instruction, &r.input, &r.output}) {
+        if (field->empty()) continue;
+        if (!text.empty()) text += "\n\n";
+        text += *field;
+      }
+      return {std::string(), std::move(text)};
+    }
+  }
+  fail("render: unknown prompt_template value ", static_cast<int>(t));
+}
+
+}  // namespace loralab::lora
