@@ -1,23 +1,20 @@
 // SPDX-License-Identifier: MIT
 /// \file model_bench.cpp
-/// \brief How close does llama_model's forward and forward+backward get to OpenBLAS sgemm at the same shapes?
+/// \brief How close do llama_model's forward and forward+backward get to OpenBLAS sgemm at the same shapes?
 ///
-/// For each size (random weights, tests/nn/random_model.hpp) it times, as the median of --repeats runs after one
-/// warm-up: forward tokens/s (B*T tokens per call), forward+loss+backward tokens/s with every parameter trainable
-/// (full backward, dW and dx) and with a frozen base (dx only, what LoRA needs), greedy generation tokens/s with the
-/// KV cache (128 new tokens after a 16-token prompt, prefill included), and nf4<64> forward tokens/s at 30M.
-/// GEMM FLOPs count the linear layers, the tied LM head and the attention products (full T x T, as computed):
-/// 2*M*N*K each, backward = dx + dW = 2x forward. The same sequence of products is replayed as plain cblas_sgemm
-/// calls (row-major, the model's transposes, attention per (b, h) inside an omp parallel for like the model), and
-/// efficiency = sgemm time / model time. The target: fwd+bwd efficiency >= 0.60 at 30M.
-/// First the KV-cache decoder's last logits are checked against forward()'s last row on the smallest size.
+/// Per size (random weights, tests/nn/random_model.hpp), medians of --repeats runs after a warm-up: forward tokens/s
+/// (B*T tokens a call); forward+loss+backward tokens/s, all parameters trainable (dx and dW) and frozen (dx only, as
+/// under LoRA); greedy KV-cache generation tokens/s (128 new tokens after 16, prefill included); nf4<64> forward at
+/// 30M. GEMM FLOPs: linear layers, tied head, attention (full T x T, as computed), 2*M*N*K each, backward = 2x
+/// forward. The same products are replayed as cblas_sgemm calls (row-major, the model's transposes, attention per
+/// (b, h) in an omp parallel for like the model): efficiency = sgemm time / model time; the target is
+/// fwd+bwd >= 0.60 at 30M. First the KV-cache decoder's last logits are checked against forward() at 260K.
 ///
 ///   cmake --build build -j2 --target model_bench && ./build/bench/model_bench [--sizes 30M --threads 2 --csv out.csv]
 ///
-/// Runtime: about 40 s on an idle 2-core machine with the defaults (B=4, T=256, 3 repeats), mostly the 30M size;
-/// 2-3x longer, and not comparable, when another job shares the cores.
-/// Output: a config line per size, "All results match. Starting benchmarks.", then a Markdown table, one row per
-/// size: tokens/s of each pass, model and sgemm GFLOP/s, and the efficiencies (--csv: the same numbers as CSV).
+/// Runtime: about 40 s on an idle 2-core machine (defaults: B=4, T=256, 3 repeats), mostly 30M. Output: config lines,
+/// "All results match. Starting benchmarks.", a line saying how busy other processes kept the cores (their load
+/// makes OpenMP here 2-100x slower), then a Markdown table, one row per size (--csv: the same as CSV).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -34,7 +31,7 @@
 #include <fmt/format.h>
 #include <fmt/os.h>
 #include <omp.h>
-#include <sys/resource.h>
+#include <sys/times.h>
 #include <unistd.h>
 
 #include "nn/generate.hpp"
@@ -75,17 +72,16 @@ double median_seconds(int repeats, F&& f) {
   return 0.5 * (t[(t.size() - 1) / 2] + t[t.size() / 2]);
 }
 
-/// Jiffies every CPU spent busy (/proc/stat) and this process's own CPU jiffies: other jobs share the cores when
-/// the first grows faster than the second.
-std::pair<double, double> busy_jiffies() {
+/// Clock ticks every CPU spent busy (/proc/stat) and this process's own: other jobs share the cores when the first
+/// grows faster than the second.
+std::pair<double, double> busy_ticks() {
   std::ifstream st("/proc/stat");
   std::string cpu;
   double user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
   st >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  const double own = double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-  return {user + nice + sys + irq + softirq + steal, own * double(sysconf(_SC_CLK_TCK))};
+  tms own{};
+  times(&own);
+  return {user + nice + sys + irq + softirq + steal, double(own.tms_utime + own.tms_stime)};
 }
 
 // ---- the model's products as sgemm calls ----------------------------------------------------------------------
@@ -95,10 +91,12 @@ std::pair<double, double> busy_jiffies() {
 struct gemm { bool ta, tb; int m, n, k; float beta = 0; int batch = 1; };
 
 double flops(const std::vector<gemm>& ops) {
-  return std::accumulate(ops.begin(), ops.end(), 0.0, [](double f, const gemm& g) { return f + 2.0 * g.m * g.n * g.k * g.batch; });
+  const auto add = [](double f, const gemm& g) { return f + 2.0 * g.m * g.n * g.k * g.batch; };
+  return std::accumulate(ops.begin(), ops.end(), 0.0, add);
 }
 
-/// The products of one forward (and, with backward, of forward + full backward) in the model's order.
+/// The products of one forward (with backward: then those of the full backward, layer by layer; the model runs
+/// them in reverse layer order, the same calls).
 std::vector<gemm> model_gemms(const nn::llama_config& c, int B, int T, bool backward) {
   const int M = B * T, C = c.dim, F = c.hidden_dim, KV = c.kv_dim(), V = c.vocab_size, D = c.head_dim();
   const int BH = B * c.n_heads;
@@ -135,8 +133,9 @@ double sgemm_seconds(const std::vector<gemm>& ops, int repeats, std::uint64_t se
 #pragma omp parallel for schedule(static) if (g.batch > 1)
       for (int i = 0; i < g.batch; ++i)
         cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.m, g.n, g.k,
-                    1.0f, a.data() + std::size_t(i) * g.m * g.k, g.ta ? g.m : g.k, b.data() + std::size_t(i) * g.k * g.n,
-                    g.tb ? g.k : g.n, g.beta, c.data() + std::size_t(i) * g.m * g.n, g.n);
+                    1.0f, a.data() + std::size_t(i) * g.m * g.k, g.ta ? g.m : g.k,
+                    b.data() + std::size_t(i) * g.k * g.n, g.tb ? g.k : g.n, g.beta,
+                    c.data() + std::size_t(i) * g.m * g.n, g.n);
     }
   });
 }
@@ -172,14 +171,19 @@ struct result {
 
 /// The table's columns, Markdown and CSV alike: header, CSV name, field, format.
 struct column { const char* header; const char* csv; double result::*field; const char* format; };
-const column columns[] = {{"params (M)", "params_m", &result::params_m, "{:.2f}"},
-    {"fwd tok/s", "fwd_tps", &result::fwd_tps, "{:.0f}"}, {"fwd+bwd tok/s", "fwd_bwd_tps", &result::fb_tps, "{:.0f}"},
+const column columns[] = {
+    {"params (M)", "params_m", &result::params_m, "{:.2f}"},
+    {"fwd tok/s", "fwd_tps", &result::fwd_tps, "{:.0f}"},
+    {"fwd+bwd tok/s", "fwd_bwd_tps", &result::fb_tps, "{:.0f}"},
     {"frozen fwd+bwd tok/s", "frozen_fwd_bwd_tps", &result::frozen_tps, "{:.0f}"},
-    {"gen tok/s", "gen_tps", &result::gen_tps, "{:.1f}"}, {"fwd GFLOP/s", "fwd_gflops", &result::fwd_gf, "{:.1f}"},
-    {"sgemm fwd GFLOP/s", "sgemm_fwd_gflops", &result::sgemm_fwd_gf, "{:.1f}"}, {"fwd eff.", "fwd_eff", &result::fwd_eff, "{:.2f}"},
+    {"gen tok/s", "gen_tps", &result::gen_tps, "{:.1f}"},
+    {"fwd GFLOP/s", "fwd_gflops", &result::fwd_gf, "{:.1f}"},
+    {"sgemm fwd GFLOP/s", "sgemm_fwd_gflops", &result::sgemm_fwd_gf, "{:.1f}"},
+    {"fwd eff.", "fwd_eff", &result::fwd_eff, "{:.2f}"},
     {"fwd+bwd GFLOP/s", "fwd_bwd_gflops", &result::fb_gf, "{:.1f}"},
     {"sgemm fwd+bwd GFLOP/s", "sgemm_fwd_bwd_gflops", &result::sgemm_fb_gf, "{:.1f}"},
-    {"fwd+bwd eff.", "fwd_bwd_eff", &result::fb_eff, "{:.2f}"}, {"nf4 fwd tok/s", "nf4_fwd_tps", &result::nf4_tps, "{:.0f}"},
+    {"fwd+bwd eff.", "fwd_bwd_eff", &result::fb_eff, "{:.2f}"},
+    {"nf4 fwd tok/s", "nf4_fwd_tps", &result::nf4_tps, "{:.0f}"},
     {"nf4/float fwd", "nf4_vs_float", &result::nf4_ratio, "{:.2f}"}};
 
 result bench_size(const size_spec& s, const options& o) {
@@ -202,13 +206,14 @@ result bench_size(const size_spec& s, const options& o) {
   const double t_fb = median_seconds(o.repeats, train_step);  // gradients accumulate (+=): no zero_grad timed
   m.set_all_trainable(false);
   const double t_frozen = median_seconds(o.repeats, train_step);
-  const nn::generation_options g{.max_new_tokens = new_tokens};
+  nn::generation_options g;
+  g.max_new_tokens = new_tokens;
   std::size_t generated = 0;
   const std::vector<int> prompt(toks.begin(), toks.begin() + prompt_len);
   const double t_gen = median_seconds(o.repeats, [&] { generated = nn::generate(m, prompt, g).size(); });
 
   const auto fwd_ops = model_gemms(c, B, T, false), fb_ops = model_gemms(c, B, T, true);
-  const double sg_fwd = sgemm_seconds(fwd_ops, o.repeats, o.seed + 3), sg_fb = sgemm_seconds(fb_ops, o.repeats, o.seed + 3);
+  const double sg_fwd = sgemm_seconds(fwd_ops, o.repeats, o.seed), sg_fb = sgemm_seconds(fb_ops, o.repeats, o.seed);
   const double gf = flops(fwd_ops) / 1e9, gfb = flops(fb_ops) / 1e9;
   result r{s.name, params / 1e6, M / t_fwd, M / t_fb, M / t_frozen, double(generated) / t_gen, gf / t_fwd, gf / sg_fwd,
            sg_fwd / t_fwd, gfb / t_fb, gfb / sg_fb, sg_fb / t_fb};
@@ -236,10 +241,10 @@ int run(const options& o) {
   if (!verify(all_sizes().front().c, o.seed)) return 1;
   fmt::print("All results match. Starting benchmarks.\n\n");
   std::vector<result> rs;
-  const auto [busy0, own0] = busy_jiffies();
+  const auto [busy0, own0] = busy_ticks();
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& s : chosen) rs.push_back(bench_size(s, o));
-  const auto [busy1, own1] = busy_jiffies();
+  const auto [busy1, own1] = busy_ticks();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double others = (busy1 - busy0 - (own1 - own0)) / double(sysconf(_SC_CLK_TCK)) / wall;  // in cores
   fmt::print("\n{}other processes kept {:.2f} of {} cores busy during the {:.0f} s of benchmarks{}\n",
@@ -247,7 +252,8 @@ int run(const options& o) {
              others > 0.1 ? ": these numbers are not those of an idle machine" : "");
 
   std::string head = "| size |", rule = "|---|", csv = "size,batch,seq_len,threads";
-  for (const column& c : columns) head += fmt::format(" {} |", c.header), rule += "--:|", csv += fmt::format(",{}", c.csv);
+  for (const column& c : columns)
+    head += fmt::format(" {} |", c.header), rule += "--:|", csv += fmt::format(",{}", c.csv);
   fmt::print("\n{}\n{}\n", head, rule);
   for (const result& r : rs) {
     std::string row = "| " + r.name + " |";

@@ -177,7 +177,8 @@ inline parsed_state parse_state_dict(const state_dict_t& sd, std::string_view op
   for (const auto& [key, bytes] : sd) {
     if (key == "optimizer" || key == "step") continue;
     const std::size_t dot = key.rfind('.');
-    const std::string_view suffix = dot == std::string::npos ? std::string_view{} : std::string_view(key).substr(dot + 1);
+    const std::string_view suffix =
+        dot == std::string::npos ? std::string_view{} : std::string_view(key).substr(dot + 1);
     const bool known = dot != std::string::npos && dot > 0 &&
                        std::find(suffixes.begin(), suffixes.end(), suffix) != suffixes.end();
     if (!known) {
@@ -237,8 +238,8 @@ struct slot_table {
         ordered.push_back(std::move(s));
         index.erase(it);
       }
-      LORALAB_CHECK(index.empty(), opt, ": the loaded state holds parameter '", index.empty() ? "" : index.begin()->first,
-                    "', which is not in the parameter list");
+      LORALAB_CHECK(index.empty(), opt, ": the loaded state holds parameter '",
+                    index.empty() ? "" : index.begin()->first, "', which is not in the parameter list");
     } else {
       for (const param_ref& p : params) ordered.push_back(make(p));
     }
@@ -621,7 +622,8 @@ class adamw8bit final : public optimizer {
     for (std::size_t i = lo; i < hi; ++i) {
       const float x1 = s1[i - lo], x2 = s2[i - lo];
       std::uint8_t c1 = detail::quantize_2d<true>(qmap1.data(), x1 / new_am1);
-      if (std::signbit(qmap1[c1]) != std::signbit(x1)) c1 = std::uint8_t(x1 > 0.0f ? c1 + 1 : c1 - 1);  // uint8 wrap as in CUDA
+      // the sign fix-up: m keeps its sign through quantization (index 0 - 1 wraps to 255, as the CUDA uint8 does)
+      if (std::signbit(qmap1[c1]) != std::signbit(x1)) c1 = std::uint8_t(x1 > 0.0f ? c1 + 1 : c1 - 1);
       st.state1[i] = c1;
       st.state2[i] = detail::quantize_2d<false>(qmap2.data(), x2 / new_am2);
     }
