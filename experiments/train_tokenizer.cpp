@@ -18,6 +18,9 @@
 /// returned protos record an empty model_prefix. Same corpus and flags, same files (checked for 1 and 4 threads).
 /// The model is loaded back and checked: special ids, the round trip of every document, bytes per token.
 /// Under a second for TinyStories-100 at vocab 512; output: a config line, a one-row Markdown table, the paths.
+#include <fmt/core.h>
+#include <sentencepiece_trainer.h>
+
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -25,9 +28,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <fmt/core.h>
-#include <sentencepiece_trainer.h>
 
 #include "common.hpp"
 #include "core/atomic_file.hpp"
@@ -71,9 +71,8 @@ int main(int argc, char** argv) try {
   desc.add_options()("input", experiments::po::value(&input)->required(), "corpus file")(
       "format", experiments::po::value(&format_name)->default_value(format_name), "text | alpaca | dolly | quotes")(
       "text-split", experiments::po::value(&split_name)->default_value(split_name),
-      "text documents: auto | fortune | eot | line")(
-      "vocab-size", experiments::po::value(&vocab_size)->required(),
-      "pieces, specials and the 256 byte tokens included (so > 259)")(
+      "text documents: auto | fortune | eot | line")("vocab-size", experiments::po::value(&vocab_size)->required(),
+                                                     "pieces, specials and the 256 byte tokens included (so > 259)")(
       "model-prefix", experiments::po::value(&prefix)->required(), "writes PREFIX.model and PREFIX.vocab")(
       "model-type", experiments::po::value(&model_type)->default_value(model_type), "bpe | unigram")(
       "verbose", experiments::po::bool_switch(&verbose), "show SentencePiece's training log");
@@ -88,9 +87,10 @@ int main(int argc, char** argv) try {
   // 3 specials + 256 byte pieces are always in the vocabulary; SentencePiece checks the rest (characters, corpus).
   LORALAB_CHECK(vocab_size > 259, "--vocab-size must be > 259 (3 specials + 256 byte tokens), got ", vocab_size);
   const int threads = common.threads > 0 ? common.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  fmt::print("train_tokenizer{{input={} format={} text_split={} vocab_size={} model_type={} model_prefix={} seed={} "
-             "threads={}}}\n",
-             input, lora::to_string(format), lora::to_string(split), vocab_size, model_type, prefix, common.seed, threads);
+  fmt::print(
+      "train_tokenizer{{input={} format={} text_split={} vocab_size={} model_type={} model_prefix={} seed={} "
+      "threads={}}}\n",
+      input, lora::to_string(format), lora::to_string(split), vocab_size, model_type, prefix, common.seed, threads);
 
   // Documents as the model will see them, then one sentence per non-blank line.
   const std::vector<lora::record> records = lora::load_records(input, format, split);
@@ -134,7 +134,8 @@ int main(int argc, char** argv) try {
   sentencepiece::SentencePieceProcessor trained;
   const sentencepiece::util::Status loaded = trained.LoadFromSerializedProto(proto);
   LORALAB_CHECK(loaded.ok(), "cannot read the trained model back: ", loaded.ToString());
-  for (const auto& [path, bytes] : {std::pair{prefix + ".vocab", vocab_text(trained)}, std::pair{prefix + ".model", proto}}) {
+  for (const auto& [path, bytes] :
+       {std::pair{prefix + ".vocab", vocab_text(trained)}, std::pair{prefix + ".model", proto}}) {
     atomic_file f(path);
     f.write(bytes);
     f.commit();
@@ -152,9 +153,11 @@ int main(int argc, char** argv) try {
     for (const int id : ids) byte_tokens += tok.processor().IsByte(id);
     round_trip += tok.decode(ids) == d;
   }
-  experiments::table t({"documents", "sentences", "bytes", "tokens", "bytes/token", "byte-fallback tokens", "round trip"});
+  experiments::table t(
+      {"documents", "sentences", "bytes", "tokens", "bytes/token", "byte-fallback tokens", "round trip"});
   t.rows.push_back({std::to_string(documents.size()), std::to_string(sentences.size()), std::to_string(bytes),
-                    std::to_string(tokens), fmt::format("{:.2f}", double(bytes) / double(std::max<std::size_t>(tokens, 1))),
+                    std::to_string(tokens),
+                    fmt::format("{:.2f}", double(bytes) / double(std::max<std::size_t>(tokens, 1))),
                     std::to_string(byte_tokens), fmt::format("{}/{}", round_trip, documents.size())});
   t.print_markdown();
   fmt::print("wrote {}.model and {}.vocab ({} pieces)\n", prefix, prefix, tok.vocab_size());

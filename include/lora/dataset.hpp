@@ -19,7 +19,8 @@
 //     loss = Σ_{targets != -100} CE(logits[b, t, :], targets[b, t]) / trainable_tokens
 // with trainable_tokens = #targets != -100 (sum it over the micro-batches of a gradient-accumulation step for
 // HF's token-mean over the step). transformers' num_items_in_batch counts the unshifted labels, i.e. one more
-// per sequence whose labels[0] is not -100; here labels[0] is always -100 (BOS), so both counts agree.
+// per row whose labels[0] is not -100. An example's labels[0] is BOS, always -100, so the counts agree; only a
+// packed row that starts inside a document differs (HF counts its first label, which nothing predicts).
 //
 // Padding uses the EOS id, and the padded labels are -100 by construction (the mask never comes from comparing
 // ids with a pad id), so real EOS tokens stay trained — the pad == eos pitfall of DataCollatorForLanguageModeling
@@ -131,9 +132,13 @@ inline std::ostream& operator<<(std::ostream& os, data_format f) { return os << 
 inline std::ostream& operator<<(std::ostream& os, text_split s) { return os << to_string(s); }
 
 /// "alpaca" | "dolly" | "quotes" | "text"; anything else is an error listing the valid names.
-inline data_format parse_data_format(std::string_view s) { return detail::parse_name(detail::format_table, s, "--format"); }
+inline data_format parse_data_format(std::string_view s) {
+  return detail::parse_name(detail::format_table, s, "--format");
+}
 /// "auto" | "fortune" | "eot" | "line".
-inline text_split parse_text_split(std::string_view s) { return detail::parse_name(detail::split_table, s, "--text-split"); }
+inline text_split parse_text_split(std::string_view s) {
+  return detail::parse_name(detail::split_table, s, "--text-split");
+}
 
 /// The template a format is written for: alpaca → alpaca, dolly → dolly, quotes and text → plain.
 inline prompt_template default_template(data_format f) {
@@ -262,7 +267,8 @@ inline std::vector<json_record> read_json_records(std::string_view text, const s
     }
   }
   for (const json_record& r : out)
-    LORALAB_CHECK(r.value.is_object(), file, ":", r.line, ": a record must be a JSON object, got ", r.value.type_name());
+    LORALAB_CHECK(r.value.is_object(), file, ":", r.line, ": a record must be a JSON object, got ",
+                  r.value.type_name());
   return out;
 }
 
@@ -565,7 +571,8 @@ inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool
   ex.input_ids.push_back(tok.eos_id());
   ex.labels = ex.input_ids;
   ex.labels[0] = ignore_index;  // BOS
-  if (!train_on_prompt) std::fill(ex.labels.begin() + 1, ex.labels.begin() + 1 + std::ptrdiff_t(prompt.size()), ignore_index);
+  if (!train_on_prompt)
+    std::fill(ex.labels.begin() + 1, ex.labels.begin() + 1 + std::ptrdiff_t(prompt.size()), ignore_index);
   return ex;
 }
 
@@ -646,8 +653,9 @@ inline rows_result make_rows(std::span<const example> examples, int seq_len, boo
     if (!row.input_ids.empty()) keep(std::move(row));
   }
   out.stats.rows = out.rows.size();
-  LORALAB_CHECK(examples.empty() || !out.rows.empty(), "no trainable tokens: every label is -100 after truncation to seq_len=",
-                seq_len, " (", what, ": ", examples.size(), " examples, all dropped; raise --seq-len or train on the prompt)");
+  LORALAB_CHECK(examples.empty() || !out.rows.empty(),
+                "no trainable tokens: every label is -100 after truncation to seq_len=", seq_len, " (", what, ": ",
+                examples.size(), " examples, all dropped; raise --seq-len or train on the prompt)");
   return out;
 }
 
@@ -657,7 +665,8 @@ inline rows_result make_rows(std::span<const example> examples, int seq_len, boo
 struct batch {
   int B = 0, T = 0;
   std::vector<int> tokens;   ///< (B, T) row-major: the rows' input_ids, padded with the pad id (EOS)
-  std::vector<int> targets;  ///< (B, T): targets[b, t] = labels[b][t + 1]; -100 at t = T-1, past a row's end and where masked
+  /// (B, T): targets[b, t] = labels[b][t + 1]; -100 at t = T-1, past a row's end and where masked
+  std::vector<int> targets;
   int trainable_tokens = 0;  ///< #targets != -100 (>= 1: rows without a target were dropped by make_rows)
 };
 
@@ -695,7 +704,12 @@ class batch_loader {
   /// `pad_to` 0 pads each batch to its longest row; a positive value (seq_len) gives every batch T = pad_to.
   batch_loader(std::vector<example> rows, int batch_size, int pad_id, std::uint64_t seed, bool shuffle = true,
                int pad_to = 0)
-      : rows_(std::move(rows)), batch_size_(batch_size), pad_id_(pad_id), pad_to_(pad_to), seed_(seed), shuffle_(shuffle) {
+      : rows_(std::move(rows)),
+        batch_size_(batch_size),
+        pad_id_(pad_id),
+        pad_to_(pad_to),
+        seed_(seed),
+        shuffle_(shuffle) {
     LORALAB_CHECK(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
     LORALAB_CHECK(pad_to >= 0, "batch_loader: pad_to must be >= 0, got ", pad_to);
     order_ = order(0);
@@ -705,7 +719,9 @@ class batch_loader {
   const std::vector<example>& rows() const { return rows_; }
   int batch_size() const { return batch_size_; }
   /// Batches per epoch: ceil(rows / batch_size).
-  int num_batches() const { return static_cast<int>((rows_.size() + std::size_t(batch_size_) - 1) / std::size_t(batch_size_)); }
+  int num_batches() const {
+    return static_cast<int>((rows_.size() + std::size_t(batch_size_) - 1) / std::size_t(batch_size_));
+  }
   /// The epoch (0-based) and the index in it of the batch next() returns.
   int epoch() const { return epoch_; }
   int batch_in_epoch() const { return index_; }
@@ -762,16 +778,16 @@ class batch_loader {
 struct dataset_config {
   std::filesystem::path file;
   data_format format = data_format::alpaca;
-  text_split split = text_split::automatic;     ///< text format only
-  std::optional<prompt_template> tmpl;          ///< default: default_template(format)
-  bool train_on_prompt = false;                 ///< false: prompt labels are -100 (plain has an empty prompt)
-  int seq_len = 256;                            ///< T: tokens per row
+  text_split split = text_split::automatic;  ///< text format only
+  std::optional<prompt_template> tmpl;       ///< default: default_template(format)
+  bool train_on_prompt = false;              ///< false: prompt labels are -100 (plain has an empty prompt)
+  int seq_len = 256;                         ///< T: tokens per row
   bool packing = false;
-  bool pad_to_seq_len = false;                  ///< every batch T = seq_len (else: the longest row of the batch)
+  bool pad_to_seq_len = false;               ///< every batch T = seq_len (else: the longest row of the batch)
   int batch_size = 8;
-  val_size val;                                 ///< 0: no validation set
-  std::uint64_t seed = 42;                      ///< epoch shuffles (the run's --seed)
-  std::uint64_t split_seed = 42;                ///< train/val split; separate so runs with other seeds share the val set
+  val_size val;                              ///< 0: no validation set
+  std::uint64_t seed = 42;                   ///< epoch shuffles (the run's --seed)
+  std::uint64_t split_seed = 42;             ///< train/val split; its own seed, so runs with other seeds share it
 
   prompt_template template_used() const { return tmpl.value_or(default_template(format)); }
 
@@ -784,9 +800,9 @@ struct dataset_config {
   friend std::ostream& operator<<(std::ostream& os, const dataset_config& c) {
     os << "dataset_config{file=" << c.file.string() << " format=" << c.format;
     if (c.format == data_format::text) os << " text_split=" << c.split;
-    return os << " template=" << c.template_used() << " train_on_prompt=" << c.train_on_prompt << " seq_len=" << c.seq_len
-              << " packing=" << c.packing << " pad_to_seq_len=" << c.pad_to_seq_len << " batch_size=" << c.batch_size
-              << " val_size=" << c.val << " seed=" << c.seed << " split_seed=" << c.split_seed << "}";
+    return os << " template=" << c.template_used() << " train_on_prompt=" << c.train_on_prompt
+              << " seq_len=" << c.seq_len << " packing=" << c.packing << " pad_to_seq_len=" << c.pad_to_seq_len
+              << " batch_size=" << c.batch_size << " val_size=" << c.val << " seed=" << c.seed << " split_seed=" << c.split_seed << "}";
   }
 };
 

@@ -67,7 +67,8 @@ constexpr bool template_table_in_enum_order() {
     if (static_cast<std::size_t>(template_table[i].value) != i) return false;
   return true;
 }
-static_assert(template_table_in_enum_order(), "template_table rows must follow the order of enum class prompt_template");
+static_assert(template_table_in_enum_order(),
+              "template_table rows must follow the order of enum class prompt_template");
 
 inline constexpr std::string_view alpaca_intro_with_input =
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -79,7 +80,9 @@ inline constexpr std::string_view dolly_intro =
 
 }  // namespace detail
 
-inline std::string_view to_string(prompt_template t) { return detail::template_table[static_cast<std::size_t>(t)].name; }
+inline std::string_view to_string(prompt_template t) {
+  return detail::template_table[static_cast<std::size_t>(t)].name;
+}
 
 inline std::ostream& operator<<(std::ostream& os, prompt_template t) { return os << to_string(t); }
 

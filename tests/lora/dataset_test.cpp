@@ -2,9 +2,10 @@
 // lora/dataset.hpp and lora/prompt_template.hpp on the real data in shared/data and the Debian fortunes:
 // record counts, exact template strings, the loss mask, truncation and packing, seeded shuffles and splits,
 // shifted targets in batches, and the errors malformed files give.
-#include <boost/test/unit_test.hpp>
+#include "lora/dataset.hpp"
 
 #include <algorithm>
+#include <boost/test/unit_test.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -17,7 +18,6 @@
 #include <string_view>
 #include <vector>
 
-#include "lora/dataset.hpp"
 #include "lora/prompt_template.hpp"
 #include "nn/tokenizer.hpp"
 #include "test_support.hpp"
@@ -65,7 +65,8 @@ void check_error(const std::function<void()>& f, std::initializer_list<std::stri
     BOOST_ERROR("no loralab::error thrown; expected one containing '" << *parts.begin() << "'");
   } catch (const loralab::error& e) {
     const std::string_view msg = e.what();
-    for (const std::string_view p : parts) BOOST_CHECK_MESSAGE(msg.find(p) != msg.npos, "'" << msg << "' lacks '" << p << "'");
+    for (const std::string_view p : parts)
+      BOOST_CHECK_MESSAGE(msg.find(p) != msg.npos, "'" << msg << "' lacks '" << p << "'");
   }
 }
 
@@ -140,7 +141,9 @@ BOOST_AUTO_TEST_CASE(alpaca_demo_has_999_records_412_with_input_and_their_lines)
 BOOST_AUTO_TEST_CASE(english_quotes_has_2507_documents_quote_dash_author) {
   const std::vector<record> r = load_records(quotes_file, data_format::quotes);
   BOOST_TEST(r.size() == 2507u);
-  BOOST_TEST(r[0].output == "\xE2\x80\x9C" "Be yourself; everyone else is already taken.\xE2\x80\x9D \xE2\x80\x94 Oscar Wilde");
+  BOOST_TEST(r[0].output ==
+             "\xE2\x80\x9C"
+             "Be yourself; everyone else is already taken.\xE2\x80\x9D \xE2\x80\x94 Oscar Wilde");
   for (std::size_t i = 0; i < r.size(); ++i) {
     BOOST_TEST(r[i].line == i + 1);
     BOOST_TEST(r[i].instruction.empty());
@@ -213,11 +216,12 @@ BOOST_AUTO_TEST_CASE(text_splits_by_line_and_by_choice) {
 BOOST_AUTO_TEST_CASE(dolly_jsonl_and_alpaca_jsonl_are_read) {
   loralab::testing::temp_dir dir;
   const fs::path dolly = dir.path / "dolly.jsonl";
-  write_text(dolly,
-             R"({"instruction": "Who wrote Hamlet?", "context": "", "response": "Shakespeare.", "category": "open_qa"})"
-             "\n\n"
-             R"({"instruction": "Summarize.", "context": "A long text.", "response": "Short.", "category": "summarization"})"
-             "\n");
+  write_text(
+      dolly,
+      R"({"instruction": "Who wrote Hamlet?", "context": "", "response": "Shakespeare.", "category": "open_qa"})"
+      "\n\n"
+      R"({"instruction": "Summarize.", "context": "A long text.", "response": "Short.", "category": "summarization"})"
+      "\n");
   const std::vector<record> r = load_records(dolly, data_format::dolly);
   BOOST_REQUIRE(r.size() == 2u);
   BOOST_TEST(r[1].instruction == "Summarize.");
@@ -225,7 +229,8 @@ BOOST_AUTO_TEST_CASE(dolly_jsonl_and_alpaca_jsonl_are_read) {
   BOOST_TEST(r[1].output == "Short.");
   BOOST_TEST(r[1].line == 3u);
   const fs::path jsonl = dir.path / "alpaca.jsonl";
-  write_text(jsonl, R"({"instruction": "Say hi.", "output": "Hi."})" "\n");
+  write_text(jsonl, R"({"instruction": "Say hi.", "output": "Hi."})"
+                    "\n");
   const std::vector<record> a = load_records(jsonl, data_format::alpaca);
   BOOST_REQUIRE(a.size() == 1u);
   BOOST_TEST(a[0].input == "");  // optional
@@ -251,7 +256,8 @@ BOOST_AUTO_TEST_CASE(malformed_records_name_the_file_the_line_and_the_field) {
   const fs::path bad_line = file("bad.jsonl", ok + "\n" + ok + "\n{\"instruction\": \"a\", \"output\": }\n");
   expect(bad_line, data_format::alpaca, {bad_line.string() + ":3:", "invalid JSON"});
   // Missing field, wrong type, empty required field, not an object, in a pretty-printed array.
-  const fs::path missing = file("missing.json", "[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n  {\"instruction\": \"c\"}\n]");
+  const fs::path missing =
+      file("missing.json", "[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n  {\"instruction\": \"c\"}\n]");
   expect(missing, data_format::alpaca, {missing.string() + ":3: field 'output' is missing"});
   const fs::path type = file("type.jsonl", ok + "\n" + R"({"instruction": "a", "input": 7, "output": "b"})");
   expect(type, data_format::alpaca, {type.string() + ":2: field 'input' must be a string, got number"});
@@ -261,7 +267,10 @@ BOOST_AUTO_TEST_CASE(malformed_records_name_the_file_the_line_and_the_field) {
   expect(empty_out, data_format::dolly, {empty_out.string() + ":1: field 'response' is empty"});
   const fs::path not_obj = file("not_obj.json", "[\n" + ok + ",\n  [1, 2]\n]");
   expect(not_obj, data_format::alpaca, {not_obj.string() + ":3: a record must be a JSON object, got array"});
-  const fs::path quote = file("quote.jsonl", R"({"quote": "x", "author": "y"})" "\n" R"({"author": "z"})" "\n");
+  const fs::path quote = file("quote.jsonl", R"({"quote": "x", "author": "y"})"
+                                             "\n"
+                                             R"({"author": "z"})"
+                                             "\n");
   expect(quote, data_format::quotes, {quote.string() + ":2: field 'quote' is missing"});
   const fs::path wrong_format = file("wrong.jsonl", R"({"quote": "x", "author": "y"})");
   expect(wrong_format, data_format::alpaca, {wrong_format.string() + ":1: field 'instruction' is missing"});
@@ -343,8 +352,10 @@ BOOST_AUTO_TEST_CASE(truncation_keeps_the_beginning_and_drops_rows_without_targe
       const std::size_t n = std::min<std::size_t>(x.input_ids.size(), std::size_t(seq_len));
       truncated += x.input_ids.size() > std::size_t(seq_len);
       const std::size_t k = count_targets(std::span(x.labels).first(n));
-      if (k == 0) ++dropped;
-      else tokens += n, targets += k;
+      if (k == 0)
+        ++dropped;
+      else
+        tokens += n, targets += k;
     }
     BOOST_TEST_MESSAGE("seq_len=" << seq_len << ": " << r.stats);
     BOOST_TEST(r.stats.examples == ex.size());
@@ -400,8 +411,9 @@ BOOST_AUTO_TEST_CASE(packing_keeps_every_token_in_full_rows) {
 
 BOOST_AUTO_TEST_CASE(no_trainable_tokens_is_an_error_before_training) {
   const std::vector<example> ex = tokenize_records(alpaca(), tok(), prompt_template::alpaca, false);
-  check_error([&] { make_rows(ex, 8, false, "train split"); },
-              {"no trainable tokens: every label is -100 after truncation to seq_len=8", "train split", "999 examples"});
+  check_error(
+      [&] { make_rows(ex, 8, false, "train split"); },
+      {"no trainable tokens: every label is -100 after truncation to seq_len=8", "train split", "999 examples"});
   check_error([&] { make_rows(ex, 1, false); }, {"--seq-len must be >= 2", "got 1"});
   BOOST_TEST(make_rows(std::vector<example>{}, 8, false).rows.empty());  // nothing in, nothing to complain about
 }
@@ -434,7 +446,8 @@ BOOST_AUTO_TEST_CASE(shuffle_is_reproducible_per_seed_and_differs_across_seeds) 
 
 BOOST_AUTO_TEST_CASE(split_is_disjoint_complete_and_reproducible) {
   const std::vector<record>& all = alpaca();
-  for (const val_size v : {val_size::parse("100"), val_size::parse("0.1"), val_size::parse("0"), val_size::parse("998")}) {
+  for (const val_size v :
+       {val_size::parse("100"), val_size::parse("0.1"), val_size::parse("0"), val_size::parse("998")}) {
     const train_val<record> a = split_train_val(all, v, 7);
     const train_val<record> b = split_train_val(all, v, 7);
     BOOST_TEST(a.val.size() == v.resolve(all.size()));
@@ -446,8 +459,10 @@ BOOST_AUTO_TEST_CASE(split_is_disjoint_complete_and_reproducible) {
     BOOST_TEST(lines.size() == all.size());
   }
   BOOST_TEST(val_size::parse("0.1").resolve(999) == 100u);  // ceil(99.9)
-  BOOST_TEST((split_train_val(all, val_size::parse("100"), 7).val != split_train_val(all, val_size::parse("100"), 8).val));
-  check_error([] { val_size::parse("999").resolve(999); }, {"--val-size 999", "999 records", "smaller than the dataset"});
+  BOOST_TEST(
+      (split_train_val(all, val_size::parse("100"), 7).val != split_train_val(all, val_size::parse("100"), 8).val));
+  check_error([] { val_size::parse("999").resolve(999); },
+              {"--val-size 999", "999 records", "smaller than the dataset"});
   check_error([] { val_size::parse("0.9999").resolve(999); }, {"leaving none for training"});
   for (const char* bad : {"1.0", "0.0", "-3", "1.5", "ten", "", "0.1x"})
     check_error([&] { val_size::parse(bad); }, {"--val-size must be a count >= 0", "or a fraction in (0, 1)"});
@@ -562,7 +577,8 @@ BOOST_AUTO_TEST_CASE(prepare_dataset_end_to_end_and_config_validation) {
   check_error([&] { prepare_dataset(bad, tok()); }, {"--val-size 5000", "999 records"});
   bad = c;
   bad.seq_len = 8;
-  check_error([&] { prepare_dataset(bad, tok()); }, {"no trainable tokens: every label is -100 after truncation to seq_len=8"});
+  check_error([&] { prepare_dataset(bad, tok()); },
+              {"no trainable tokens: every label is -100 after truncation to seq_len=8"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
