@@ -13,8 +13,11 @@ namespace loralab::nn {
 inline constexpr int ignore_index = -100;
 
 /// Returns the mean loss and, when dlogits is given, fills it (M, V). A batch with no target is an error.
+/// `denominator` > 0 divides by it instead of this batch's target count: gradient accumulation divides every
+/// micro-batch by the whole window's count, so the step's gradient is the token mean over the window.
 template <class S>
-double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, matrix<S>* dlogits, int* counted = nullptr) {
+double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, matrix<S>* dlogits, int* counted = nullptr,
+                     double denominator = 0) {
   const Eigen::Index M = logits.rows(), V = logits.cols();
   LORALAB_CHECK(Eigen::Index(targets.size()) == M, "cross_entropy: ", targets.size(), " targets for ", M, " rows");
   int n = 0;
@@ -24,6 +27,7 @@ double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, m
   }
   LORALAB_CHECK(n > 0, "cross_entropy: every target is the ignore index -100: nothing to learn from");
   if (counted) *counted = n;
+  const S div = denominator > 0 ? S(denominator) : S(n);
   if (dlogits) dlogits->resize(M, V);
   double loss = 0;
 #pragma omp parallel for schedule(static) reduction(+ : loss) if (M > 16)
@@ -38,11 +42,11 @@ double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, m
     const S lse = mx + std::log(sum);
     loss += double(lse - logits(i, t));
     if (dlogits) {
-      dlogits->row(i) = ((logits.row(i).array() - lse).exp() / S(n)).matrix();
-      (*dlogits)(i, t) -= S(1) / S(n);
+      dlogits->row(i) = ((logits.row(i).array() - lse).exp() / div).matrix();
+      (*dlogits)(i, t) -= S(1) / div;
     }
   }
-  return loss / n;
+  return loss / double(div);
 }
 
 }  // namespace loralab::nn

@@ -199,8 +199,11 @@ class llama_model {
     return logits_;
   }
 
-  /// Mean cross-entropy of the last forward's logits against targets (−100 = ignored).
-  double loss(const std::vector<int>& targets) { return cross_entropy(logits_, targets, &ws_.dlogits); }
+  /// Mean cross-entropy of the last forward's logits against targets (−100 = ignored). With denominator > 0
+  /// the sum is divided by it instead (a gradient-accumulation window's token count).
+  double loss(const std::vector<int>& targets, double denominator = 0) {
+    return cross_entropy(logits_, targets, &ws_.dlogits, nullptr, denominator);
+  }
 
   /// Back-propagates the last loss() into every trainable parameter's gradient (+=).
   void backward() {
