@@ -203,7 +203,7 @@ class trainer {
     for (int step = start; step < total_; ++step) {
       const double loss = train_step(step, tokens, samples);
       if (!std::isfinite(loss))
-        fail("loss is ", loss, " at step ", step + 1, ": training stopped; the last good checkpoint is kept (",
+        fail("loss is ", std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", " at step ", step + 1, ": training stopped; the last good checkpoint is kept (",
              latest_checkpoint(o_.output_dir).empty() ? std::string("none saved yet") : latest_checkpoint(o_.output_dir).string(), ")");
       rec.step_losses.push_back(loss);
       since_log += loss;
