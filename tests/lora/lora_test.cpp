@@ -45,7 +45,7 @@ lora_linear<Base> with_adapter(Base base, const lora_config& c, std::mt19937_64&
 }
 
 template <class L>
-void check_lora_linear(L& lin, std::mt19937_64& g, double h, double tol) {
+void check_lora_linear(L& lin, std::mt19937_64& g, double h, double tol, double abs_floor = 1e-9) {
   using S = typename L::scalar;
   nn::matrix<S> x = randn<S>(g, 5, lin.in_features()), R = randn<S>(g, 5, lin.out_features()), y, dx;
   const auto loss = [&] { lin.forward(x, y); return double(y.template cast<double>().cwiseProduct(R.template cast<double>()).sum()); };
@@ -60,7 +60,7 @@ void check_lora_linear(L& lin, std::mt19937_64& g, double h, double tol) {
     check_gradient(what, shadow.data(), n, analytic.data(), [&] {
       for (std::size_t i = 0; i < n; ++i) p[i] = S(shadow[i]);
       return loss();
-    }, g, 30, h, tol);
+    }, g, 30, h, tol, abs_floor);
     for (std::size_t i = 0; i < n; ++i) p[i] = S(shadow[i]);
   };
   fd("dA", lin.adapter->A.data(), std::size_t(lin.adapter->A.size()), ga);
@@ -91,12 +91,13 @@ BOOST_AUTO_TEST_CASE(lora_linear_over_quantized_bases_matches_finite_differences
   c.r = 4, c.alpha = 8, c.dropout = 0.1;
   const auto w = randn<float>(g, 40, 96, 0.1);
   // the loss is linear in each single coordinate: central differences in float are exact but for rounding
+  // rounding: float eps × |loss| (~10) over 2h = 0.2 gives ~3e-6 absolute, hence the 2e-5 floor
   auto nf4 = with_adapter(nn::make_quant_linear<quant::nf4<64>>(w.data(), 40, 96), c, g);
-  check_lora_linear(nf4, g, 1e-1, 2e-3);
+  check_lora_linear(nf4, g, 1e-1, 2e-3, 2e-5);
   auto fp4 = with_adapter(nn::make_quant_linear<quant::double_quant<quant::fp4<64>>>(w.data(), 40, 96), c, g);
-  check_lora_linear(fp4, g, 1e-1, 2e-3);
+  check_lora_linear(fp4, g, 1e-1, 2e-3, 2e-5);
   auto int8 = with_adapter(nn::make_quant_linear<quant::int8_rowwise>(w.data(), 40, 96), c, g);
-  check_lora_linear(int8, g, 1e-1, 2e-3);
+  check_lora_linear(int8, g, 1e-1, 2e-3, 2e-5);
 }
 
 BOOST_AUTO_TEST_CASE(adapters_start_as_a_no_op_and_targets_follow_peft) {
@@ -153,9 +154,10 @@ BOOST_AUTO_TEST_CASE(whole_model_adapter_gradients_and_checkpointing) {
   loss();
   m.backward();
   BOOST_TEST(m.measured_memory().grads == m.measured_memory().adapters, "only adapters have gradients");
+  // the scaling s = alpha/r = 8 multiplies a step h in B into 8h in the output: h = 1e-6 keeps the O(h²) term small
   for_each_adapter(m, [&](const std::string& key, auto& a, auto&) {
-    check_gradient((key + ".lora_A").c_str(), a.A.data(), std::size_t(a.A.size()), a.dA.data(), loss, g, 6);
-    check_gradient((key + ".lora_B").c_str(), a.B.data(), std::size_t(a.B.size()), a.dB.data(), loss, g, 6);
+    check_gradient((key + ".lora_A").c_str(), a.A.data(), std::size_t(a.A.size()), a.dA.data(), loss, g, 6, 1e-6);
+    check_gradient((key + ".lora_B").c_str(), a.B.data(), std::size_t(a.B.size()), a.dB.data(), loss, g, 6, 1e-6);
   });
   // the same gradients with checkpointing (the recomputed dropout masks are the same)
   std::vector<nn::matrix<double>> plain;
@@ -197,11 +199,16 @@ BOOST_AUTO_TEST_CASE(merge_unmerge_and_unload) {
   for_each_adapter(q, [&](const std::string&, auto& a, auto&) { a.B = randn<float>(g, a.B.rows(), a.B.cols(), 0.1); });
   set_adapter_mode(q, false, 0);
   const nn::matrix<float> qa = q.forward(tokens, 1, 6);
+  const auto& a0 = *q.layers[0].q_proj.adapter;
+  const nn::matrix<float> target = q.layers[0].q_proj.dense() + (a0.B * a0.A) * a0.scaling;  // deq(W) + ΔW
   const auto report = merge_adapters(q);
+  // the merged weight is exactly deq(Q(deq(W) + ΔW)), and the report's error covers its rounding
+  const nn::matrix<float> expect = nn::make_quant_linear<quant::nf4<64>>(target.data(), target.rows(), target.cols()).dense();
+  BOOST_TEST((q.layers[0].q_proj.dense() == expect));
+  BOOST_TEST(report.max_rounding_error >= double((expect - target).cwiseAbs().maxCoeff()));
   BOOST_TEST(report.max_rounding_error > 0.0);
   const nn::matrix<float> qb = q.forward(tokens, 1, 6);
-  BOOST_TEST((qa - qb).cwiseAbs().maxCoeff() > 0.0f, "requantization changes the weights");
-  BOOST_TEST((qa - qb).cwiseAbs().maxCoeff() < 0.5f * qa.cwiseAbs().maxCoeff());
+  BOOST_TEST((qa - qb).cwiseAbs().maxCoeff() > 0.0f, "requantization changes the outputs");
 }
 
 BOOST_AUTO_TEST_CASE(peft_files_round_trip_and_bad_files_are_refused) {
