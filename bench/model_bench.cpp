@@ -130,12 +130,18 @@ double sgemm_seconds(const std::vector<gemm>& ops, int repeats, std::uint64_t se
   for (auto* v : {&a, &b}) std::ranges::generate(*v, [&] { return u(rng); });
   return median_seconds(repeats, [&] {
     for (const gemm& g : ops) {
-#pragma omp parallel for schedule(static) if (g.batch > 1)
-      for (int i = 0; i < g.batch; ++i)
+      const auto one = [&](int i) {
         cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.m, g.n, g.k,
                     1.0f, a.data() + std::size_t(i) * g.m * g.k, g.ta ? g.m : g.k,
                     b.data() + std::size_t(i) * g.k * g.n, g.tb ? g.k : g.n, g.beta,
                     c.data() + std::size_t(i) * g.m * g.n, g.n);
+      };
+      if (g.batch == 1) {  // not inside `omp parallel if (false)`: OpenBLAS would then start a nested team per call
+        one(0);
+        continue;
+      }
+#pragma omp parallel for schedule(static)
+      for (int i = 0; i < g.batch; ++i) one(i);
     }
   });
 }
