@@ -195,6 +195,13 @@ inline parsed_state parse_state_dict(const state_dict_t& sd, std::string_view op
 template <class Slot>
 struct slot_table {
   std::vector<Slot> slots;
+
+  /// The state of one parameter (after its first step); an error naming the optimizer if there is none.
+  const Slot& find(std::string_view param, std::string_view opt) const {
+    for (const Slot& s : slots)
+      if (s.name == param) return s;
+    fail(opt, ": no state for parameter '", param, "'");
+  }
   bool bound = false;         ///< matched against a parameter list (false when fresh or just loaded)
   bool match_loaded = false;  ///< the next bind matches loaded slots instead of allocating fresh ones
 
@@ -295,11 +302,7 @@ class adamw final : public optimizer {
   std::string_view name() const override { return "adamw"; }
   const adam_config& config() const { return cfg_; }
   /// The state of one parameter (after its first step); error if there is none.
-  const slot& state_of(std::string_view param) const {
-    for (const slot& s : table_.slots)
-      if (s.name == param) return s;
-    fail("adamw: no state for parameter '", param, "'");
-  }
+  const slot& state_of(std::string_view param) const { return table_.find(param, name()); }
 
   void step(std::span<const param_ref> params, double lr) override {
     detail::check_lr(name(), lr);
@@ -461,11 +464,7 @@ class adamw8bit final : public optimizer {
 
   std::string_view name() const override { return "adamw8bit"; }
   const adam_config& config() const { return cfg_; }
-  const slot& state_of(std::string_view param) const {
-    for (const slot& s : table_.slots)
-      if (s.name == param) return s;
-    fail("adamw8bit: no state for parameter '", param, "'");
-  }
+  const slot& state_of(std::string_view param) const { return table_.find(param, name()); }
 
   void step(std::span<const param_ref> params, double lr) override {
     detail::check_lr(name(), lr);
