@@ -31,9 +31,8 @@
 #include <fmt/format.h>
 #include <fmt/os.h>
 #include <omp.h>
-#include <sys/times.h>
-#include <unistd.h>
 
+#include "bench_support.hpp"
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
 #include "nn/random_model.hpp"  // tests/nn: random weights for any config
@@ -58,31 +57,7 @@ struct options {
   std::uint64_t seed = 1234;
 };
 
-/// Median wall time of `repeats` calls of f, after one untimed warm-up call.
-template <class F>
-double median_seconds(int repeats, F&& f) {
-  f();
-  std::vector<double> t(static_cast<std::size_t>(repeats));
-  for (double& s : t) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-  std::ranges::sort(t);
-  return 0.5 * (t[(t.size() - 1) / 2] + t[t.size() / 2]);
-}
-
-/// Clock ticks every CPU spent busy (/proc/stat) and this process's own: other jobs share the cores when the first
-/// grows faster than the second.
-std::pair<double, double> busy_ticks() {
-  std::ifstream st("/proc/stat");
-  std::string cpu;
-  double user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  st >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  tms own{};
-  times(&own);
-  return {user + nice + sys + irq + softirq + steal, double(own.tms_utime + own.tms_stime)};
-}
+using loralab::bench::median_seconds;
 
 // ---- the model's products as sgemm calls ----------------------------------------------------------------------
 
@@ -247,15 +222,9 @@ int run(const options& o) {
   if (!verify(all_sizes().front().c, o.seed)) return 1;
   fmt::print("All results match. Starting benchmarks.\n\n");
   std::vector<result> rs;
-  const auto [busy0, own0] = busy_ticks();
-  const auto t0 = std::chrono::steady_clock::now();
+  const loralab::bench::load_monitor load;
   for (const auto& s : chosen) rs.push_back(bench_size(s, o));
-  const auto [busy1, own1] = busy_ticks();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double others = (busy1 - busy0 - (own1 - own0)) / double(sysconf(_SC_CLK_TCK)) / wall;  // in cores
-  fmt::print("\n{}other processes kept {:.2f} of {} cores busy during the {:.0f} s of benchmarks{}\n",
-             others > 0.1 ? "WARNING: " : "", others, omp_get_num_procs(), wall,
-             others > 0.1 ? ": these numbers are not those of an idle machine" : "");
+  load.report(omp_get_num_procs());
 
   std::string head = "| size |", rule = "|---|", csv = "size,batch,seq_len,threads";
   for (const column& c : columns)

@@ -30,7 +30,8 @@ int run(lora::lora_model<Base>& m, lora::prepared_dataset& data, const lora::lor
         const lora::train_options& o, const std::string& model_path) {
   const int adapted = lora::attach_adapters(m, lc, targets, o.seed);
   std::cout << lc << "\ntargets: " << targets.describe() << " (" << adapted << " modules)\n"
-            << lora::trainable_parameters_line(m) << "\n";
+            << lora::trainable_parameters_line(m) << "\n"
+            << lora::count_storage(m) << "\n";
   lora::trainer<Base> t(m, data, lc, targets, o, model_path);
   std::cout << "train rows " << data.train.size() << ", validation rows " << data.val.size() << ", steps " << t.total_steps()
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";

@@ -138,6 +138,53 @@ std::string trainable_parameters_line(lora_model<Base>& m) {
                      with_commas(c.all), c.percent());
 }
 
+/// The seeds' dtype census (`for p in model.parameters(): dtypes[p.dtype] += p.numel()`), as PyTorch + bnb
+/// would list this model: embeddings, norms and adapters float32, packed 4-bit codes uint8 (two weights each),
+/// LLM.int8() codes int8. Plus what the census hides: the frozen linears' real storage, codes and statistics,
+/// in bits per weight (nf4+DQ at block 64 tends to 4 + 8/64 + 32/16384 = 4.127 as tensors grow; float32 is 32).
+struct storage_breakdown {
+  std::vector<std::pair<std::string, std::size_t>> elements;  ///< dtype → elements, in first-seen order
+  std::size_t linear_weights = 0;  ///< N·K summed over the frozen base linears
+  std::size_t linear_bytes = 0;    ///< their storage: codes + statistics (dense: the floats)
+
+  std::size_t total_elements() const {
+    std::size_t t = 0;
+    for (const auto& e : elements) t += e.second;
+    return t;
+  }
+  double linear_bits_per_weight() const { return linear_weights ? 8.0 * double(linear_bytes) / double(linear_weights) : 0; }
+  void add(const std::string& dtype, std::size_t n) {
+    for (auto& e : elements)
+      if (e.first == dtype) return void(e.second += n);
+    elements.emplace_back(dtype, n);
+  }
+  /// "float32 2,163,200 (0.4521) | uint8 2,621,440 (0.5479)" then the linears' bits per weight.
+  friend std::ostream& operator<<(std::ostream& os, const storage_breakdown& b) {
+    os << "storage:";
+    for (std::size_t i = 0; i < b.elements.size(); ++i)
+      os << (i ? " |" : "") << " " << b.elements[i].first << " " << with_commas(b.elements[i].second)
+         << fmt::format(" ({:.4f})", double(b.elements[i].second) / double(b.total_elements()));
+    return os << fmt::format("; frozen linears: {} weights in {:.3f} MiB = {:.3f} bits/weight", with_commas(b.linear_weights),
+                             double(b.linear_bytes) / (1 << 20), b.linear_bits_per_weight());
+  }
+};
+
+template <class Base>
+storage_breakdown count_storage(lora_model<Base>& m) {
+  using S = typename Base::scalar;
+  storage_breakdown b;
+  const char* dense = sizeof(S) == 8 ? "float64" : "float32";
+  m.for_each_parameter([&](const std::string&, auto p) { b.add(dense, std::size_t(p.size)); });
+  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+    if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<S>>)  // dense ones are parameters above
+      b.add(Base::weight_type::storage_dtype, lin.weight.stored_elements());
+    b.linear_weights += std::size_t(lin.out_features() * lin.in_features());
+    b.linear_bytes += lin.weight.weight_bytes() + lin.weight.stats_bytes();
+  });
+  for_each_adapter(m, [&](const std::string&, auto& a, auto&) { b.add(dense, std::size_t(a.A.size() + a.B.size())); });
+  return b;
+}
+
 // ---- merge ----------------------------------------------------------------------------------------------------
 
 struct merge_report {
@@ -196,7 +243,8 @@ merge_report unmerge_adapters(lora_model<Base>& m) {
   return r;
 }
 
-/// PEFT's merge_and_unload: merges, then returns the plain model (no adapter wrappers).
+/// PEFT's merge_and_unload: merges, then returns the plain model (no adapter wrappers). Models are move-only
+/// (their linears share one dequantization tile): pass std::move(m).
 template <class Base>
 nn::llama_model<Base> merge_and_unload(lora_model<Base> m, merge_report* report = nullptr) {
   const merge_report r = merge_adapters(m);

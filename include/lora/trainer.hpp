@@ -77,6 +77,7 @@ struct log_event {
 /// What a run produced: experiments turn it into tables, CSV/JSON and plots.
 struct run_record {
   std::vector<double> step_losses;  ///< training loss of every optimizer step (token mean over its window)
+  std::vector<double> step_seconds; ///< wall time of each optimizer step this run took (forward to optimizer update)
   std::vector<log_event> history;
   double final_eval_loss = NAN;
   double train_runtime = 0, samples_per_second = 0, steps_per_second = 0, tokens_per_second = 0, train_loss = 0;
@@ -201,7 +202,9 @@ class trainer {
     double since_log = 0;
     int logged_at = start;
     for (int step = start; step < total_; ++step) {
+      const auto s0 = std::chrono::steady_clock::now();
       const double loss = train_step(step, tokens, samples);
+      rec.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
       if (!std::isfinite(loss))
         fail("loss is ", std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", " at step ", step + 1, ": training stopped; the last good checkpoint is kept (",
              latest_checkpoint(o_.output_dir).empty() ? std::string("none saved yet") : latest_checkpoint(o_.output_dir).string(), ")");

@@ -33,6 +33,9 @@ struct dense_weight {
   std::size_t weight_bytes() const { return bytes_of(w); }
   std::size_t stats_bytes() const { return 0; }
   std::size_t grad_bytes() const { return bytes_of(grad); }
+  /// The tensor a framework would list for this weight: dtype name and element count (PyTorch's p.dtype, p.numel()).
+  static constexpr const char* storage_dtype = sizeof(S) == 8 ? "float64" : "float32";
+  std::size_t stored_elements() const { return std::size_t(w.size()); }
   Eigen::Index rows() const { return w.rows(); }
   Eigen::Index cols() const { return w.cols(); }
 };
@@ -56,6 +59,13 @@ struct quant_weight {
     else return q.storage_bytes() - q.code_bytes();
   }
   std::size_t grad_bytes() const { return 0; }
+  /// As bitsandbytes stores it: packed 4-bit and dynamic 8-bit codes are uint8 (Params4bit: two weights per
+  /// element), LLM.int8() codes int8; the statistics live in the quant state, not in the parameter.
+  static constexpr const char* storage_dtype = std::same_as<Scheme, quant::int8_rowwise> ? "int8" : "uint8";
+  std::size_t stored_elements() const {
+    if constexpr (std::same_as<Scheme, quant::int8_rowwise>) return q.numel();
+    else return q.code_bytes();
+  }
   Eigen::Index rows() const { return n; }
   Eigen::Index cols() const { return k; }
   void dequantize_rows(std::size_t r0, std::size_t r1, std::span<float> out) const { q.template dequantize_rows<float>(r0, r1, out); }
@@ -72,6 +82,8 @@ struct bf16_weight {
   std::size_t weight_bytes() const { return w.capacity() * sizeof(Eigen::bfloat16); }
   std::size_t stats_bytes() const { return 0; }
   std::size_t grad_bytes() const { return 0; }
+  static constexpr const char* storage_dtype = "bfloat16";
+  std::size_t stored_elements() const { return w.size(); }
   Eigen::Index rows() const { return n; }
   Eigen::Index cols() const { return k; }
   void dequantize_rows(std::size_t r0, std::size_t r1, std::span<float> out) const {

@@ -13,6 +13,7 @@
 // Gradient checkpointing keeps only each block's input and recomputes the block inside backward.
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <string>
 #include <vector>
@@ -276,7 +277,7 @@ class llama_model {
     }
     for (const auto& a : acts_) m.activations += a.bytes();
     m.activations += bytes_of(xf_) + bytes_of(rstdf_) + bytes_of(x_last_) + bytes_of(logits_);
-    m.workspace += scratch_.bytes() + ws_.bytes() + bytes_of(tile_);
+    m.workspace += scratch_.bytes() + ws_.bytes() + bytes_of(*tile_);
     return m;
   }
 
@@ -316,7 +317,7 @@ class llama_model {
   }
 
   const rotary_table<S>& rope() const { return rope_; }
-  const matrix<float>& dequant_tile() const { return tile_; }
+  const matrix<float>& dequant_tile() const { return *tile_; }
 
  private:
   struct workspace {
@@ -378,8 +379,8 @@ class llama_model {
   void attach_tile(Linear& lin) {
     if constexpr (!is_dense) {
       const Eigen::Index maxk = std::max(config.dim, config.hidden_dim);
-      if (tile_.size() == 0) tile_.resize(dequant_tile_rows, maxk);
-      lin.shared_tile = &tile_;
+      if (tile_->size() == 0) tile_->resize(dequant_tile_rows, maxk);
+      lin.shared_tile = tile_.get();
     }
   }
   static void lin_set_trainable(linear<dense_weight<S>>& l, bool on) { l.weight.set_trainable(on); }
@@ -392,7 +393,9 @@ class llama_model {
   matrix<S> xf_, x_last_, logits_;
   vector<S> rstdf_;
   workspace ws_;
-  matrix<float> tile_;
+  // On the heap, so that the linears' pointers to it survive a move of the model (and a copy, which would
+  // share it across models, does not compile).
+  std::unique_ptr<matrix<float>> tile_ = std::make_unique<matrix<float>>();
 };
 
 // ---- construction helpers ----------------------------------------------------------------------------------------

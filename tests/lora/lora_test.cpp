@@ -140,6 +140,49 @@ BOOST_AUTO_TEST_CASE(trainable_parameters_in_peft_format_on_stories260K) {
   BOOST_TEST(with_commas(6738710528) == "6,738,710,528");
 }
 
+BOOST_AUTO_TEST_CASE(storage_census_and_frozen_bits_per_weight) {
+  using dq = quant::double_quant<quant::nf4<64>>;
+  // stories260K: the seeds' dtype census. Float parameters: embeddings 512·64, norms 11·64, adapters 8,960;
+  // the 35 linears hold 226,560 weights, which nf4 packs into 113,280 uint8 elements.
+  const auto file = nn::read_llama2c(LORALAB_SHARED_DIR "/models/stories260K.bin");
+  auto q = make_lora_quantized_model<dq>(file);
+  attach_adapters(q, lora_config{}, target_spec::from(qv_targets{}), 1);
+  const storage_breakdown s = count_storage(q);
+  BOOST_TEST_REQUIRE(s.elements.size() == 2u);
+  BOOST_TEST(s.elements[0].first == "float32");
+  BOOST_TEST(s.elements[0].second == 32768u + 704u + 8960u);
+  BOOST_TEST(s.elements[1].first == "uint8");
+  BOOST_TEST(s.elements[1].second == 226560u / 2);
+  BOOST_TEST(s.linear_weights == 226560u);
+  std::size_t expect = 0;  // codes n/2, one uint8 absmax per 64, a float per 256 of those, offset + nested map
+  q.for_each_linear([&](const std::string&, auto& lin) {
+    const std::size_t n = std::size_t(lin.out_features() * lin.in_features()), nb = (n + 63) / 64;
+    expect += n / 2 + nb + 4 * ((nb + 255) / 256) + 4 + 1024;
+  });
+  BOOST_TEST(s.linear_bytes == expect);
+  auto d = make_lora_dense_model<float>(file);
+  BOOST_TEST(count_storage(d).elements.size() == 1u);
+  BOOST_TEST(count_storage(d).total_elements() == 260032u);
+
+  // Frozen-weight bytes in the ratio 4.127/32 (QLoRA's claim): on a block of 512·512 and 1536·512 linears the
+  // per-tensor constants (1,028 bytes: offset and nested map) add 0.017 bits; without them the ratio is exact.
+  nn::llama_config c{.dim = 512, .hidden_dim = 1536, .n_layers = 1, .n_heads = 8, .n_kv_heads = 8, .vocab_size = 32, .max_seq_len = 16};
+  const auto big = testing::random_model_file(c, testing::rng(31)(), 0.05f);
+  auto fl = make_lora_dense_model<float>(big);
+  auto nf = make_lora_quantized_model<quant::nf4<64>>(big);
+  auto nq = make_lora_quantized_model<dq>(big);
+  auto i8 = make_lora_quantized_model<quant::int8_rowwise>(big);
+  const std::size_t n = 4 * 512 * 512 + 3 * 1536 * 512;
+  BOOST_TEST(count_storage(fl).linear_bits_per_weight() == 32.0);
+  BOOST_TEST(count_storage(nf).linear_bits_per_weight() == 4.5);
+  const double per_tensor = 8.0 * 7 * 1028 / double(n);
+  BOOST_TEST(count_storage(nq).linear_bits_per_weight() - per_tensor == 4.126953125, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(count_storage(nq).linear_bits_per_weight() / 32 == 4.127 / 32, boost::test_tools::tolerance(0.005));
+  BOOST_TEST(quant::bits_per_param<dq>() == 4.126953125);
+  // int8: a float32 scale per output row
+  BOOST_TEST(count_storage(i8).linear_bytes == n + 4 * (4 * 512 + 2 * 1536 + 512));
+}
+
 BOOST_AUTO_TEST_CASE(whole_model_adapter_gradients_and_checkpointing) {
   auto g = loralab::testing::rng(33);
   const auto file = loralab::testing::random_model_file(tiny(), g());
@@ -189,7 +232,7 @@ BOOST_AUTO_TEST_CASE(merge_unmerge_and_unload) {
   BOOST_TEST((merged - unmerged).cwiseAbs().maxCoeff() <= 1e-4f);
   unmerge_adapters(m);
   BOOST_TEST((m.layers[0].q_proj.weight.w - w0).cwiseAbs().maxCoeff() <= 1e-6f);
-  auto plain = merge_and_unload(m);
+  auto plain = merge_and_unload(std::move(m));
   const nn::matrix<float> unloaded = plain.forward(tokens, 1, 6);
   BOOST_TEST((unloaded - unmerged).cwiseAbs().maxCoeff() <= 1e-4f);
 

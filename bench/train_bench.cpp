@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+/// \file train_bench.cpp
+/// \brief Does QLoRA train as fast as LoRA? Step time and tokens/s of the trainer's own step over a float base
+/// (LoRA) and over nf4, nf4+DQ, fp4 and int8 bases (QLoRA), on one model and one stream of batches.
+///
+/// The model is a random-weight Llama (tests/nn/random_model.hpp, N(0, 0.02)) of --size 30M (dim 512, hidden 1376,
+/// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K. The batches are rows of --seq-len tokens cut from
+/// the bytes of --data (default: Debian's fortunes), the same rows for every base. Every base gets the same
+/// adapters (r 8, alpha 16, dropout 0.05 on --targets) and AdamW; each run is the trainer's step (forward, loss,
+/// backward, clip, update) --warmup + --steps times, and the median of the last --steps is reported.
+/// Gradient checkpointing is measured both ways: off for every base (the bases' own cost), and on for every base
+/// (PEFT's k-bit preparation turns it on for QLoRA, so "QLoRA as PEFT runs it vs LoRA" is nf4 on ÷ float off).
+/// The target: QLoRA/LoRA step time ≤ 1.15 at 30M (same checkpointing).
+///
+///   cmake --build build -j2 --target train_bench && ./build/bench/train_bench [--size 30M --threads 2 --csv out.csv]
+///
+/// Runtime: about 2 minutes on an idle 2-core machine at 30M (defaults: B=4, T=256, 1 warm-up + 3 timed steps).
+/// Output: the config, a line on how busy other processes kept the cores, then a Markdown table with one row per
+/// base and checkpointing setting (--csv: the same as CSV).
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <cblas.h>
+#include <fmt/format.h>
+#include <fmt/os.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include "bench_support.hpp"
+#include "lora/lora.hpp"
+#include "lora/trainer.hpp"
+#include "nn/random_model.hpp"  // tests/nn: random weights for any config
+#include "quant/schemes.hpp"
+
+namespace ll = loralab::lora;
+namespace nn = loralab::nn;
+namespace q = loralab::quant;
+
+namespace {
+
+struct options {
+  std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
+  int batch = 4, seq_len = 256, warmup = 1, steps = 3, threads = 0;
+  std::uint64_t seed = 1234;
+};
+
+nn::llama_config config_of(const std::string& size) {
+  if (size == "260K") return {.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .vocab_size = 512};
+  if (size == "5M") return {.dim = 256, .hidden_dim = 688, .n_layers = 6, .n_heads = 8, .n_kv_heads = 4, .vocab_size = 4096};
+  LORALAB_CHECK(size == "30M", "--size: unknown size '", size, "' (known: 260K, 5M, 30M)");
+  return {.dim = 512, .hidden_dim = 1376, .n_layers = 8, .n_heads = 8, .n_kv_heads = 8, .vocab_size = 8192};
+}
+
+/// Rows of T tokens: the file's bytes as token ids (every id < 256 exists in each vocab), labels = inputs.
+ll::prepared_dataset byte_rows(const std::string& path, int T, int B, int rows_needed, std::uint64_t seed) {
+  std::ifstream in(path, std::ios::binary);
+  LORALAB_CHECK(in, path, ": cannot read the corpus (Debian's fortunes comes with scripts/setup.sh; or pass --data FILE)");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  LORALAB_CHECK(bytes.size() >= std::size_t(T), path, ": ", bytes.size(), " bytes, fewer than one row of --seq-len ", T);
+  std::vector<ll::example> rows;
+  for (std::size_t at = 0; int(rows.size()) < rows_needed; at = (at + std::size_t(T)) % (bytes.size() - std::size_t(T) + 1)) {
+    ll::example e;
+    for (int t = 0; t < T; ++t) e.input_ids.push_back(static_cast<unsigned char>(bytes[at + std::size_t(t)]));
+    e.labels = e.input_ids;
+    rows.push_back(std::move(e));
+  }
+  ll::prepared_dataset d;
+  d.records = rows.size();
+  d.train = ll::batch_loader(std::move(rows), B, 0, seed, false);
+  return d;
+}
+
+struct result {
+  std::string base;
+  bool checkpointing = false;
+  double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0;
+};
+
+/// The trainer's steps over one base: median step time of the timed steps.
+template <class Base>
+result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpointing, ll::prepared_dataset& data,
+                  const options& o) {
+  const auto targets = ll::parse_targets(o.targets);
+  const ll::lora_config lc{};
+  ll::attach_adapters(m, lc, targets, o.seed);
+  m.gradient_checkpointing = checkpointing;
+  ll::train_options t;
+  t.max_steps = o.warmup + o.steps;
+  t.scheduler = ll::schedule_kind::constant;
+  t.seed = o.seed;
+  t.quiet = true;
+  t.logging_steps = t.max_steps;
+  t.output_dir = std::filesystem::temp_directory_path() / fmt::format("loralab_train_bench_{}", getpid());
+  ll::trainer<Base> tr(m, data, lc, targets, t, "random " + o.size);
+  const ll::run_record rec = tr.run();
+  std::filesystem::remove_all(t.output_dir);
+  result r{label, checkpointing};
+  r.step_s = loralab::bench::median({rec.step_seconds.begin() + o.warmup, rec.step_seconds.end()});
+  r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
+  r.linear_bits = ll::count_storage(m).linear_bits_per_weight();
+  r.planned_mib = double(rec.memory.total()) / (1 << 20);
+  r.loss = rec.step_losses.back();
+  fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f})\n", label, checkpointing ? "on" : "off",
+             1e3 * r.step_s, r.loss);
+  std::fflush(stdout);
+  return r;
+}
+
+int run(const options& o) {
+  nn::llama_config c = config_of(o.size);
+  c.max_seq_len = o.seq_len;
+  omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
+  openblas_set_num_threads(omp_get_max_threads());
+  const nn::model_file file = loralab::testing::random_model_file(c, o.seed, 0.02f);
+  double params = 0;
+  for (const auto& [name, t] : file.tensors) params += double(t.data.size());
+  ll::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
+  fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
+             "targets={}, r=8, AdamW, {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
+             o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
+             o.targets, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
+  std::vector<result> rs;
+  const loralab::bench::load_monitor load;
+  for (const bool ckpt : {false, true}) {
+    rs.push_back(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
+    rs.push_back(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
+    rs.push_back(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
+    rs.push_back(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
+    rs.push_back(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
+  }
+  load.report(omp_get_num_procs());
+
+  // ratios against LoRA with the same checkpointing, and against LoRA as PEFT runs it (checkpointing off)
+  const auto lora_step = [&](bool ckpt) {
+    for (const result& r : rs)
+      if (r.base == "float" && r.checkpointing == ckpt) return r.step_s;
+    return 0.0;
+  };
+  fmt::print("\n| base | checkpointing | ms/step | tokens/s | ÷ LoRA, same checkpointing | ÷ LoRA without checkpointing | "
+             "frozen linears bits/weight | planned memory MiB | last loss |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+  std::string csv = "size,batch,seq_len,threads,base,checkpointing,step_ms,tokens_per_s,ratio_same_ckpt,ratio_vs_lora_no_ckpt,"
+                    "linear_bits_per_weight,planned_mib,last_loss";
+  for (const result& r : rs) {
+    const double same = r.step_s / lora_step(r.checkpointing), peft = r.step_s / lora_step(false);
+    fmt::print("| {} | {} | {:.1f} | {:.0f} | {:.3f} | {:.3f} | {:.3f} | {:.1f} | {:.4f} |\n", r.base,
+               r.checkpointing ? "on" : "off", 1e3 * r.step_s, r.tokens_per_s, same, peft, r.linear_bits, r.planned_mib, r.loss);
+    csv += fmt::format("\n{},{},{},{},{},{},{:.3f},{:.1f},{:.4f},{:.4f},{:.4f},{:.3f},{:.6f}", o.size, o.batch, o.seq_len,
+                       omp_get_max_threads(), r.base, r.checkpointing ? 1 : 0, 1e3 * r.step_s, r.tokens_per_s, same, peft,
+                       r.linear_bits, r.planned_mib, r.loss);
+  }
+  if (!o.csv.empty()) fmt::output_file(o.csv).print("{}\n", csv);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  namespace po = boost::program_options;
+  options o;
+  po::options_description opts("train_bench: LoRA vs QLoRA training step time on one model and one batch stream");
+  opts.add_options()("help", "list the flags and their defaults")
+      ("size", po::value(&o.size)->default_value(o.size), "model size: 260K, 5M or 30M")
+      ("data", po::value(&o.data)->default_value(o.data), "text file whose bytes are the token stream")
+      ("targets", po::value(&o.targets)->default_value(o.targets), "adapter targets: q_proj,v_proj | all-linear | REGEX")
+      ("batch", po::value(&o.batch)->default_value(o.batch), "B: rows per step")
+      ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "T: tokens per row")
+      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
+      ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps; the median is reported")
+      ("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP (and OpenBLAS) threads (0: all cores)")
+      ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the weights, adapters and dropout")
+      ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, opts), vm);
+  if (vm.count("help")) return std::cout << opts, 0;
+  po::notify(vm);
+  LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.threads >= 0, "--batch=", o.batch,
+                " --seq-len=", o.seq_len, " --warmup=", o.warmup, " --steps=", o.steps, " --threads=", o.threads,
+                ": need batch > 0, seq-len > 1, warmup >= 0, steps > 0, threads >= 0");
+  return run(o);
+} catch (const std::exception& e) {
+  return fmt::print(stderr, "train_bench: {}\n", e.what()), 1;
+}
