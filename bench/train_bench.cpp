@@ -6,7 +6,7 @@
 /// The model is a random-weight Llama (tests/nn/random_model.hpp, N(0, 0.02)) of --size 30M (dim 512, hidden 1376,
 /// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K. The batches are rows of --seq-len tokens cut from
 /// the bytes of --data (default: Debian's fortunes), the same rows for every base. Every base gets the same
-/// adapters (r 8, alpha 16, dropout 0.05 on --targets) and AdamW; each run is the trainer's step (forward, loss,
+/// adapters (r 8, alpha 16, --dropout 0.05, on --targets) and AdamW; each run is the trainer's step (forward, loss,
 /// backward, clip, update) --warmup + --steps times, and the median of the last --steps is reported.
 /// Gradient checkpointing is measured both ways: off for every base (the bases' own cost), and on for every base
 /// (PEFT's k-bit preparation turns it on for QLoRA, so "QLoRA as PEFT runs it vs LoRA" is nf4 on ÷ float off).
@@ -20,13 +20,17 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <algorithm>
+#include <cmath>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <boost/program_options.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fmt/os.h>
 #include <omp.h>
 #include <unistd.h>
@@ -44,8 +48,10 @@ namespace q = loralab::quant;
 namespace {
 
 struct options {
+  std::string bases = "float,nf4,nf4+DQ,fp4,int8", checkpointing = "off,on";
   std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
   int batch = 4, seq_len = 256, warmup = 1, steps = 3, threads = 0;
+  double dropout = 0.05;
   std::uint64_t seed = 1234;
 };
 
@@ -75,6 +81,19 @@ ll::prepared_dataset byte_rows(const std::string& path, int T, int B, int rows_n
   return d;
 }
 
+/// "a,b" → {"a", "b"}, each one of `known` (else an error naming the flag).
+std::vector<std::string> split_list(const std::string& text, const char* flag, std::initializer_list<const char*> known) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    LORALAB_CHECK(std::ranges::any_of(known, [&](const char* k) { return item == k; }), flag, ": unknown value '", item,
+                  "' (known: ", fmt::format("{}", fmt::join(known, ", ")), ")");
+    out.push_back(item);
+  }
+  LORALAB_CHECK(!out.empty(), flag, " is empty");
+  return out;
+}
+
 struct result {
   std::string base;
   bool checkpointing = false;
@@ -86,7 +105,8 @@ template <class Base>
 result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpointing, ll::prepared_dataset& data,
                   const options& o) {
   const auto targets = ll::parse_targets(o.targets);
-  const ll::lora_config lc{};
+  ll::lora_config lc{};
+  lc.dropout = o.dropout;
   ll::attach_adapters(m, lc, targets, o.seed);
   m.gradient_checkpointing = checkpointing;
   ll::train_options t;
@@ -121,17 +141,22 @@ int run(const options& o) {
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
   ll::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
-             "targets={}, r=8, AdamW, {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
+             "targets={}, r=8, dropout={}, AdamW, {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
-             o.targets, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
+             o.targets, o.dropout, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
   std::vector<result> rs;
   const loralab::bench::load_monitor load;
-  for (const bool ckpt : {false, true}) {
-    rs.push_back(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
-    rs.push_back(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
-    rs.push_back(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
-    rs.push_back(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
-    rs.push_back(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
+  const auto bases = split_list(o.bases, "--bases", {"float", "nf4", "nf4+DQ", "fp4", "int8"});
+  const auto ckpts = split_list(o.checkpointing, "--checkpointing", {"off", "on"});
+  const auto want = [&](const char* base) { return std::ranges::find(bases, base) != bases.end(); };
+  for (const std::string& ck : ckpts) {
+    const bool ckpt = ck == "on";
+    if (want("float")) rs.push_back(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
+    if (want("nf4")) rs.push_back(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
+    if (want("nf4+DQ"))
+      rs.push_back(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
+    if (want("fp4")) rs.push_back(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
+    if (want("int8")) rs.push_back(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
   }
   load.report(omp_get_num_procs());
 
@@ -139,7 +164,7 @@ int run(const options& o) {
   const auto lora_step = [&](bool ckpt) {
     for (const result& r : rs)
       if (r.base == "float" && r.checkpointing == ckpt) return r.step_s;
-    return 0.0;
+    return double(NAN);  // no LoRA row with this setting: the ratio column stays empty
   };
   fmt::print("\n| base | checkpointing | ms/step | tokens/s | ÷ LoRA, same checkpointing | ÷ LoRA without checkpointing | "
              "frozen linears bits/weight | planned memory MiB | last loss |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
@@ -164,9 +189,12 @@ int main(int argc, char** argv) try {
   options o;
   po::options_description opts("train_bench: LoRA vs QLoRA training step time on one model and one batch stream");
   opts.add_options()("help", "list the flags and their defaults")
+      ("bases", po::value(&o.bases)->default_value(o.bases), "comma list of bases: float (LoRA), nf4, nf4+DQ, fp4, int8")
+      ("checkpointing", po::value(&o.checkpointing)->default_value(o.checkpointing), "comma list: off, on")
       ("size", po::value(&o.size)->default_value(o.size), "model size: 260K, 5M or 30M")
       ("data", po::value(&o.data)->default_value(o.data), "text file whose bytes are the token stream")
       ("targets", po::value(&o.targets)->default_value(o.targets), "adapter targets: q_proj,v_proj | all-linear | REGEX")
+      ("dropout", po::value(&o.dropout)->default_value(o.dropout), "LoRA dropout on the adapter input")
       ("batch", po::value(&o.batch)->default_value(o.batch), "B: rows per step")
       ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "T: tokens per row")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")

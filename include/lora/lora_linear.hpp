@@ -128,15 +128,19 @@ struct lora_linear : Base {
   const nn::matrix<S>& dropped(const nn::matrix<S>& x) const {
     const auto& a = *adapter;
     if (!(a.dropout > 0 && a.training)) return x;
-    xd_ = x;
-    apply_mask(xd_);
+    xd_.resize(x.rows(), x.cols());
+    masked(x.data(), xd_.data(), x.size());
     return xd_;
   }
-  void apply_mask(nn::matrix<S>& m) const {
+  void apply_mask(nn::matrix<S>& m) const { masked(m.data(), m.data(), m.size()); }
+  /// out[i] = 0 where element i is dropped, in[i]/(1-p) elsewhere. The mask is a pure function of (seed, i), so
+  /// the loop runs in parallel (it was a third of a 30M LoRA step single-threaded) with the same result.
+  void masked(const S* in, S* out, Eigen::Index n) const {
     const auto& a = *adapter;
     const S keep = S(1) / S(1 - a.dropout);
-    for (Eigen::Index i = 0; i < m.size(); ++i)
-      m.data()[i] = hash_uniform(a.dropout_seed, std::uint64_t(i)) < a.dropout ? S(0) : m.data()[i] * keep;
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (Eigen::Index i = 0; i < n; ++i)
+      out[i] = hash_uniform(a.dropout_seed, std::uint64_t(i)) < a.dropout ? S(0) : in[i] * keep;
   }
 
   mutable nn::matrix<S> h_, dh_, xd_, dxd_;
