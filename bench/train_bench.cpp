@@ -7,14 +7,17 @@
 /// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K. The batches are rows of --seq-len tokens cut from
 /// the bytes of --data (default: Debian's fortunes), the same rows for every base. Every base gets the same
 /// adapters (r 8, alpha 16, --dropout 0.05, on --targets) and AdamW; each run is the trainer's step (forward, loss,
-/// backward, clip, update) --warmup + --steps times, and the median of the last --steps is reported.
-/// Gradient checkpointing is measured both ways: off for every base (the bases' own cost), and on for every base
+/// backward, clip, update) --warmup + --steps times; the warm-up steps are not timed.
+/// --rounds interleave the bases (each round runs every base once), and the median over all timed steps of a
+/// base is reported: on a shared VM the speed drifts by 10-20 % over a minute, which a base-after-base order would
+/// read as a difference between bases. Gradient checkpointing is measured both ways: off for every base (the bases' own cost), and on for every base
 /// (PEFT's k-bit preparation turns it on for QLoRA, so "QLoRA as PEFT runs it vs LoRA" is nf4 on ÷ float off).
 /// The target: QLoRA/LoRA step time ≤ 1.15 at 30M (same checkpointing).
 ///
 ///   cmake --build build -j2 --target train_bench && ./build/bench/train_bench [--size 30M --threads 2 --csv out.csv]
 ///
-/// Runtime: about 2 minutes on an idle 2-core machine at 30M (defaults: B=4, T=256, 1 warm-up + 3 timed steps).
+/// Runtime: about 4 minutes on an idle 2-core machine at 30M (defaults: B=4, T=256, 3 rounds of 1 warm-up + 2 timed
+/// steps per base and setting).
 /// Output: the config, a line on how busy other processes kept the cores, then a Markdown table with one row per
 /// base and checkpointing setting (--csv: the same as CSV).
 #include <filesystem>
@@ -50,7 +53,7 @@ namespace {
 struct options {
   std::string bases = "float,nf4,nf4+DQ,fp4,int8", checkpointing = "off,on";
   std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
-  int batch = 4, seq_len = 256, warmup = 1, steps = 3, threads = 0;
+  int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
 };
@@ -97,6 +100,7 @@ std::vector<std::string> split_list(const std::string& text, const char* flag, s
 struct result {
   std::string base;
   bool checkpointing = false;
+  std::vector<double> steps;  ///< timed step seconds, all rounds
   double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0;
 };
 
@@ -119,9 +123,10 @@ result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpo
   ll::trainer<Base> tr(m, data, lc, targets, t, "random " + o.size);
   const ll::run_record rec = tr.run();
   std::filesystem::remove_all(t.output_dir);
-  result r{label, checkpointing};
-  r.step_s = loralab::bench::median({rec.step_seconds.begin() + o.warmup, rec.step_seconds.end()});
-  r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
+  result r;
+  r.base = label, r.checkpointing = checkpointing;
+  r.steps.assign(rec.step_seconds.begin() + o.warmup, rec.step_seconds.end());
+  r.step_s = loralab::bench::median(r.steps);
   r.linear_bits = ll::count_storage(m).linear_bits_per_weight();
   r.planned_mib = double(rec.memory.total()) / (1 << 20);
   r.loss = rec.step_losses.back();
@@ -141,24 +146,33 @@ int run(const options& o) {
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
   ll::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
-             "targets={}, r=8, dropout={}, AdamW, {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
+             "targets={}, r=8, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
-             o.targets, o.dropout, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
-  std::vector<result> rs;
+             o.targets, o.dropout, o.rounds, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
+  std::vector<result> rs;  // one per (checkpointing, base), the timed steps of every round merged
+  const auto add = [&](result r) {
+    for (result& x : rs)
+      if (x.base == r.base && x.checkpointing == r.checkpointing) return x.steps.insert(x.steps.end(), r.steps.begin(), r.steps.end()), void();
+    rs.push_back(std::move(r));
+  };
   const loralab::bench::load_monitor load;
   const auto bases = split_list(o.bases, "--bases", {"float", "nf4", "nf4+DQ", "fp4", "int8"});
   const auto ckpts = split_list(o.checkpointing, "--checkpointing", {"off", "on"});
   const auto want = [&](const char* base) { return std::ranges::find(bases, base) != bases.end(); };
-  for (const std::string& ck : ckpts) {
-    const bool ckpt = ck == "on";
-    if (want("float")) rs.push_back(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
-    if (want("nf4")) rs.push_back(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
-    if (want("nf4+DQ"))
-      rs.push_back(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
-    if (want("fp4")) rs.push_back(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
-    if (want("int8")) rs.push_back(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
+  for (int round = 1; round <= o.rounds; ++round) {  // rounds interleave the bases: a drifting machine slows them alike
+    fmt::print("round {}/{}\n", round, o.rounds);
+    for (const std::string& ck : ckpts) {
+      const bool ckpt = ck == "on";
+      if (want("float")) add(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
+      if (want("nf4")) add(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
+      if (want("nf4+DQ"))
+        add(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
+      if (want("fp4")) add(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
+      if (want("int8")) add(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
+    }
   }
   load.report(omp_get_num_procs());
+  for (result& r : rs) r.step_s = loralab::bench::median(r.steps), r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
 
   // ratios against LoRA with the same checkpointing, and against LoRA as PEFT runs it (checkpointing off)
   const auto lora_step = [&](bool ckpt) {
@@ -198,7 +212,8 @@ int main(int argc, char** argv) try {
       ("batch", po::value(&o.batch)->default_value(o.batch), "B: rows per step")
       ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "T: tokens per row")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
-      ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps; the median is reported")
+      ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps per run")
+      ("rounds", po::value(&o.rounds)->default_value(o.rounds), "runs per base, interleaved; the median over all timed steps is reported")
       ("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP (and OpenBLAS) threads (0: all cores)")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the weights, adapters and dropout")
       ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)");
@@ -206,7 +221,7 @@ int main(int argc, char** argv) try {
   po::store(po::parse_command_line(argc, argv, opts), vm);
   if (vm.count("help")) return std::cout << opts, 0;
   po::notify(vm);
-  LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.threads >= 0, "--batch=", o.batch,
+  LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0 && o.threads >= 0, "--batch=", o.batch,
                 " --seq-len=", o.seq_len, " --warmup=", o.warmup, " --steps=", o.steps, " --threads=", o.threads,
                 ": need batch > 0, seq-len > 1, warmup >= 0, steps > 0, threads >= 0");
   return run(o);
