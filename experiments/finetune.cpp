@@ -37,9 +37,9 @@ int run(lora::lora_model<Base>& m, lora::prepared_dataset& data, const lora::lor
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";
   const auto rec = t.run();
   if (std::isfinite(rec.final_eval_loss)) fmt::print("final eval_loss {:.4f}\n", rec.final_eval_loss);
-  fmt::print("peak RSS {:.1f} MiB, {:.0f} tokens/s; adapter in {}\n", double(rec.peak_rss_bytes) / (1 << 20),
-             rec.tokens_per_second, o.output_dir.string());
-  return 0;
+  fmt::print("peak RSS {:.1f} MiB, {:.0f} tokens/s; {} in {}\n", double(rec.peak_rss_bytes) / (1 << 20),
+             rec.tokens_per_second, rec.interrupted ? "checkpoint" : "adapter", o.output_dir.string());
+  return rec.interrupted ? 130 : 0;  // as a shell reports a SIGINT: scripts can tell a stopped run from a finished one
 }
 }  // namespace
 

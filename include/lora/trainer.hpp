@@ -51,7 +51,9 @@ struct train_options {
   int logging_steps = 10;
   int eval_steps = 0;      ///< 0: evaluate only at the end (when there is a validation set)
   int save_steps = 0;      ///< 0: no intermediate checkpoints
-  int early_stopping_patience = 0;  ///< evaluations without improvement before stopping (0: never)
+  /// Evaluations without improvement before stopping (0: never). As HF's EarlyStoppingCallback, which requires
+  /// load_best_model_at_end: the best adapter is kept in OUTPUT/best/ and is the final adapter of a stopped run.
+  int early_stopping_patience = 0;
   std::filesystem::path output_dir = "results/finetune";
   std::uint64_t seed = 42;
   bool resume = false;
@@ -59,6 +61,8 @@ struct train_options {
   int stop_after_steps = 0;  ///< > 0: stop (with a checkpoint) after this many steps of this run: interrupt tests
 
   void validate() const {
+    LORALAB_CHECK(lr > 0 && std::isfinite(lr), "--lr must be a finite value > 0, got ", lr);
+    LORALAB_CHECK(warmup_steps >= 0, "--warmup-steps must be >= 0, got ", warmup_steps);
     LORALAB_CHECK(grad_accum >= 1, "--grad-accum must be >= 1, got ", grad_accum);
     LORALAB_CHECK(max_steps > 0 || epochs > 0, "--max-steps or --epochs must be > 0");
     LORALAB_CHECK(logging_steps >= 1, "--logging-steps must be >= 1, got ", logging_steps);
@@ -240,7 +244,12 @@ class trainer {
     std::signal(SIGINT, previous);
     if (tty) std::printf("\n");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!rec.interrupted) {
+    if (rec.stopped_early) {  // load_best_model_at_end: the adapter of the best evaluation, as HF does
+      load_adapter(m_, o_.output_dir / "best");
+      rec.final_eval_loss = best_eval_;
+      if (!o_.quiet) std::cout << "early stopping: the final adapter is the best one (eval_loss " << best_eval_ << ")\n";
+      save_adapter(m_, o_.output_dir, lcfg_, targets_, base_model_);
+    } else if (!rec.interrupted) {
       if (data_.val.size() > 0) {
         rec.final_eval_loss = evaluate(m_, data_.val);
         nlohmann::ordered_json j;
@@ -313,8 +322,12 @@ class trainer {
     j["eval_loss"] = l;
     j["epoch"] = epoch_at(done);
     log(rec, done, j);
-    if (l < best_eval_) best_eval_ = l, bad_evals_ = 0;
-    else ++bad_evals_;
+    if (l < best_eval_) {
+      best_eval_ = l, bad_evals_ = 0;
+      if (o_.early_stopping_patience > 0) save_adapter(m_, o_.output_dir / "best", lcfg_, targets_, base_model_);
+    } else {
+      ++bad_evals_;
+    }
     return o_.early_stopping_patience > 0 && bad_evals_ >= o_.early_stopping_patience;
   }
 
