@@ -88,14 +88,21 @@ struct run_record {
   int steps = 0;
   bool stopped_early = false, interrupted = false;
   nn::memory_report memory;
-  std::size_t peak_rss_bytes = 0;
+  std::size_t peak_rss_bytes = 0;  ///< this run's peak resident memory (the process's, where Linux can't reset it)
 };
 
 namespace detail {
 inline std::atomic<bool> sigint_seen{false};
 extern "C" inline void on_sigint(int) { sigint_seen = true; }
 
+/// The run's own peak resident memory: Linux resets the high-water mark VmHWM when "5" is written to
+/// /proc/self/clear_refs, so a program that trains several times does not pass one run's peak on to the next.
+/// Where the reset is refused, VmHWM is the process's peak; without /proc, ru_maxrss (the same).
+inline void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 inline std::size_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::size_t(std::stoull(line.substr(6))) * 1024;
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return std::size_t(u.ru_maxrss) * 1024;
@@ -198,6 +205,7 @@ class trainer {
     metrics_.open(o_.output_dir / "metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
     rec.memory = planned_memory();
     if (!o_.quiet) std::cout << rec.memory << "\n";
+    detail::reset_peak_rss();
     detail::sigint_seen = false;
     auto previous = std::signal(SIGINT, detail::on_sigint);
     const bool tty = isatty(STDOUT_FILENO) && !o_.quiet;
