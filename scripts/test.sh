@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Suites run side by side (-j), each with its own OpenMP team: threads that spin while they wait steal the cores
+# the other suite needs (on 2 cores that doubled the test time). Passive waiting yields them instead.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 ctest --test-dir build --output-on-failure -j"$(nproc)"

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <vector>
 
 #include "core/check.hpp"
 #include "lora/lora_config.hpp"
@@ -79,8 +80,12 @@ struct lora_linear : Base {
     Base::forward(x, y);
     if (!active()) return;
     const auto& a = *adapter;
-    const nn::matrix<S>& xd = dropped(x);
-    h_.noalias() = xd * a.A.transpose();  // (M, r)
+    if (dropping()) {
+      const auto xd = dropped(x);
+      h_.noalias() = xd * a.A.transpose();  // (M, r)
+    } else {
+      h_.noalias() = x * a.A.transpose();
+    }
     y.noalias() += (h_ * a.B.transpose()) * a.scaling;
   }
 
@@ -89,61 +94,91 @@ struct lora_linear : Base {
     Base::backward(x, dy, dx);
     if (!active()) return;
     auto& a = *adapter;
-    const nn::matrix<S>& xd = dropped(x);
-    h_.noalias() = xd * a.A.transpose();  // recomputed: cheap (M·K·r) and keeps forward free of saved state
-    a.dB.noalias() += (dy.transpose() * h_) * a.scaling;
     dh_.noalias() = (dy * a.B) * a.scaling;  // (M, r)
-    a.dA.noalias() += dh_.transpose() * xd;
-    if (a.dropout > 0 && a.training) {
-      dxd_.noalias() = dh_ * a.A;
-      apply_mask(dxd_);
-      dx += dxd_;
+    if (dropping()) {
+      const auto xd = dropped(x);  // recomputed (same mask): nothing of the forward is kept but h
+      h_.noalias() = xd * a.A.transpose();
+      a.dB.noalias() += (dy.transpose() * h_) * a.scaling;
+      a.dA.noalias() += dh_.transpose() * xd;
+      auto g = scratch_map(x.rows(), x.cols());  // the dropped input is spent: its buffer takes dh A
+      g.noalias() = dh_ * a.A;
+      masked_add(g.data(), dx.data(), g.size());
     } else {
+      h_.noalias() = x * a.A.transpose();  // recomputed: cheap (M·K·r) and keeps forward free of saved state
+      a.dB.noalias() += (dy.transpose() * h_) * a.scaling;
+      a.dA.noalias() += dh_.transpose() * x;
       dx.noalias() += dh_ * a.A;
     }
   }
 
   bool active() const { return adapter.has_value() && !merged; }
 
-  /// What a step over M tokens will hold for the adapter (analytic: rank, shapes, dropout).
+  /// The (M, K) buffer of dropout: the dropped input, then in backward the gradient through the mask. It is spent
+  /// within each call, so a model points every layer at one buffer (llama_model::init_runtime): one (M, max K)
+  /// for the whole model instead of one per adapted linear (PEFT's autograd keeps dropout(x) per linear).
+  std::vector<S>* shared_scratch = nullptr;
+
+  /// What a step over M tokens will hold for the adapter (analytic: rank, shapes). The dropout buffer is apart
+  /// (planned_scratch_elements): shared, the model counts it once.
   nn::memory_report planned_adapter_memory(std::size_t M) const {
     nn::memory_report m;
     if (!adapter) return m;
     const std::size_t r = std::size_t(adapter->rank()), K = std::size_t(this->in_features()), N = std::size_t(this->out_features());
     m.adapters = m.grads = sizeof(S) * r * (K + N);
-    m.workspace = sizeof(S) * 2 * M * r + (adapter->dropout > 0 && adapter->training ? sizeof(S) * 2 * M * K : 0);
+    m.workspace = sizeof(S) * 2 * M * r + (shared_scratch ? 0 : sizeof(S) * planned_scratch_elements(M));
     return m;
   }
+  /// Elements of the dropout buffer a step over M tokens needs (0 without dropout).
+  std::size_t planned_scratch_elements(std::size_t M) const {
+    return adapter && adapter->dropout > 0 && adapter->training ? M * std::size_t(this->in_features()) : 0;
+  }
 
-  /// Adapter memory: parameters, gradients, and the (M, r)/(M, K) scratch of the last step.
+  /// Adapter memory: parameters, gradients, and the (M, r) scratch of the last step (+ its own dropout buffer
+  /// when no model shares one).
   nn::memory_report adapter_memory() const {
     nn::memory_report m;
     if (adapter) m.adapters = adapter->param_bytes(), m.grads = adapter->grad_bytes();
-    m.workspace = nn::bytes_of(h_) + nn::bytes_of(dh_) + nn::bytes_of(xd_) + nn::bytes_of(dxd_);
+    m.workspace = nn::bytes_of(h_) + nn::bytes_of(dh_) + own_scratch_.capacity() * sizeof(S);
     return m;
   }
 
  private:
-  /// x, or x with the adapter's dropout applied (inverted dropout: kept values scaled by 1/(1-p)).
-  const nn::matrix<S>& dropped(const nn::matrix<S>& x) const {
-    const auto& a = *adapter;
-    if (!(a.dropout > 0 && a.training)) return x;
-    xd_.resize(x.rows(), x.cols());
-    masked(x.data(), xd_.data(), x.size());
-    return xd_;
-  }
-  void apply_mask(nn::matrix<S>& m) const { masked(m.data(), m.data(), m.size()); }
-  /// out[i] = 0 where element i is dropped, in[i]/(1-p) elsewhere. The mask is a pure function of (seed, i), so
-  /// the loop runs in parallel (it was a third of a 30M LoRA step single-threaded) with the same result.
-  void masked(const S* in, S* out, Eigen::Index n) const {
-    const auto& a = *adapter;
-    const S keep = S(1) / S(1 - a.dropout);
-#pragma omp parallel for schedule(static) if (n > (1 << 15))
-    for (Eigen::Index i = 0; i < n; ++i)
-      out[i] = hash_uniform(a.dropout_seed, std::uint64_t(i)) < a.dropout ? S(0) : in[i] * keep;
+  bool dropping() const { return adapter->dropout > 0 && adapter->training; }
+
+  /// The dropout buffer as an (rows, cols) matrix, grown (to exactly the size asked) when too small.
+  Eigen::Map<nn::matrix<S>> scratch_map(Eigen::Index rows, Eigen::Index cols) const {
+    std::vector<S>& v = shared_scratch ? *shared_scratch : own_scratch_;
+    const std::size_t n = std::size_t(rows * cols);
+    if (v.size() < n) v = std::vector<S>(n);
+    return Eigen::Map<nn::matrix<S>>(v.data(), rows, cols);
   }
 
-  mutable nn::matrix<S> h_, dh_, xd_, dxd_;
+  /// x with the adapter's dropout applied (inverted dropout: kept values scaled by 1/(1-p)), in the buffer.
+  Eigen::Map<nn::matrix<S>> dropped(const nn::matrix<S>& x) const {
+    auto xd = scratch_map(x.rows(), x.cols());
+    const S keep = S(1) / S(1 - adapter->dropout);
+    const S* in = x.data();
+    S* out = xd.data();
+    visit_mask(x.size(), [&](Eigen::Index i, bool drop) { out[i] = drop ? S(0) : in[i] * keep; });
+    return xd;
+  }
+  /// dx += mask ⊙ g / (1-p): the gradient through the same mask.
+  void masked_add(const S* g, S* dx, Eigen::Index n) const {
+    const S keep = S(1) / S(1 - adapter->dropout);
+    visit_mask(n, [&](Eigen::Index i, bool drop) { if (!drop) dx[i] += g[i] * keep; });
+  }
+  /// f(i, dropped?) for every element. The mask is a pure function of (seed, i), so the loop runs in parallel
+  /// (single-threaded it was a third of a 30M LoRA step) with the same result on any thread count.
+  template <class F>
+  void visit_mask(Eigen::Index n, F&& f) const {
+    const std::uint64_t seed = adapter->dropout_seed;
+    const double p = adapter->dropout;
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (Eigen::Index i = 0; i < n; ++i) f(i, hash_uniform(seed, std::uint64_t(i)) < p);
+  }
+
+  mutable nn::matrix<S> h_, dh_;
+  mutable std::vector<S> own_scratch_;
 };
 
 }  // namespace loralab::lora

@@ -120,7 +120,11 @@ class llama_model {
   /// Rotary tables and the shared dequantization tile (call after changing config or layers).
   void init_runtime() {
     rope_ = rotary_table<S>(config.head_dim(), config.max_seq_len, config.rope_theta);
-    for (auto& b : layers) b.for_each_linear([&](const std::string&, Linear& lin) { attach_tile(lin); });
+    for (auto& b : layers)
+      b.for_each_linear([&](const std::string&, Linear& lin) {
+        attach_tile(lin);
+        if constexpr (requires { lin.shared_scratch; }) lin.shared_scratch = step_scratch_.get();  // LoRA dropout
+      });
   }
 
   /// Visits every linear layer with its full HF module name (model.layers.3.self_attn.q_proj).
@@ -277,7 +281,7 @@ class llama_model {
     }
     for (const auto& a : acts_) m.activations += a.bytes();
     m.activations += bytes_of(xf_) + bytes_of(rstdf_) + bytes_of(x_last_) + bytes_of(logits_);
-    m.workspace += scratch_.bytes() + ws_.bytes() + bytes_of(*tile_);
+    m.workspace += scratch_.bytes() + ws_.bytes() + bytes_of(*tile_) + step_scratch_->capacity() * sizeof(S);
     return m;
   }
 
@@ -297,14 +301,17 @@ class llama_model {
     m.grads = embed_grad.size() ? s * V * C : 0;
     m.grads += final_norm.trainable() ? s * C : 0;
     m.grads += lm_head.weight.trainable() ? s * V * C : 0;
+    std::size_t step_scratch = 0;  // elements of the one buffer the linears share (LoRA dropout)
     for (const auto& b : layers) {
       m.grads += s * C * (b.input_layernorm.trainable() + b.post_attention_layernorm.trainable());
       b.for_each_linear([&](const std::string&, const Linear& lin) {
         if (lin.weight.trainable()) m.grads += s * std::size_t(lin.out_features() * lin.in_features());
         m.workspace += lin.workspace_bytes();
         if constexpr (requires { lin.planned_adapter_memory(M); }) m = m + lin.planned_adapter_memory(M);  // LoRA
+        if constexpr (requires { lin.planned_scratch_elements(M); }) step_scratch = std::max(step_scratch, lin.planned_scratch_elements(M));
       });
     }
+    m.workspace += s * step_scratch;
     // activations kept for backward, and the scratch of one step
     const std::size_t block_all = s * (M * C * 6 + M * KV * 2 + std::size_t(B) * H * T * T + M * F * 3 + M * 2);
     const std::size_t block_input = s * M * C;
@@ -396,6 +403,7 @@ class llama_model {
   // On the heap, so that the linears' pointers to it survive a move of the model (and a copy, which would
   // share it across models, does not compile).
   std::unique_ptr<matrix<float>> tile_ = std::make_unique<matrix<float>>();
+  std::unique_ptr<std::vector<S>> step_scratch_ = std::make_unique<std::vector<S>>();  // shared by the linears, as tile_
 };
 
 // ---- construction helpers ----------------------------------------------------------------------------------------

@@ -94,8 +94,12 @@ BOOST_AUTO_TEST_CASE(lora_linear_over_quantized_bases_matches_finite_differences
   // rounding: float eps × |loss| (~10) over 2h = 0.2 gives ~3e-6 absolute, hence the 2e-5 floor
   auto nf4 = with_adapter(nn::make_quant_linear<quant::nf4<64>>(w.data(), 40, 96), c, g);
   check_lora_linear(nf4, g, 1e-1, 2e-3, 2e-5);
-  auto fp4 = with_adapter(nn::make_quant_linear<quant::double_quant<quant::fp4<64>>>(w.data(), 40, 96), c, g);
+  auto nf4_dq = with_adapter(nn::make_quant_linear<quant::double_quant<quant::nf4<64>>>(w.data(), 40, 96), c, g);
+  check_lora_linear(nf4_dq, g, 1e-1, 2e-3, 2e-5);
+  auto fp4 = with_adapter(nn::make_quant_linear<quant::fp4<64>>(w.data(), 40, 96), c, g);
   check_lora_linear(fp4, g, 1e-1, 2e-3, 2e-5);
+  auto fp4_dq = with_adapter(nn::make_quant_linear<quant::double_quant<quant::fp4<64>>>(w.data(), 40, 96), c, g);
+  check_lora_linear(fp4_dq, g, 1e-1, 2e-3, 2e-5);
   auto int8 = with_adapter(nn::make_quant_linear<quant::int8_rowwise>(w.data(), 40, 96), c, g);
   check_lora_linear(int8, g, 1e-1, 2e-3, 2e-5);
 }
@@ -215,6 +219,9 @@ BOOST_AUTO_TEST_CASE(whole_model_adapter_gradients_and_checkpointing) {
   BOOST_TEST(planned.grads == measured.grads);
   BOOST_TEST(planned.activations == measured.activations);
   BOOST_TEST(planned.workspace == measured.workspace);
+  // dropout's (M, K) buffer is one for the whole model, (M, max K) = (8, hidden 24), not one per adapted linear
+  set_adapter_mode(m, false, 0);
+  BOOST_TEST(planned.workspace - m.planned_memory(2, 4).workspace == sizeof(double) * 8 * 24);
 }
 
 BOOST_AUTO_TEST_CASE(merge_unmerge_and_unload) {
