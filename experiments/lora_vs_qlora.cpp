@@ -20,7 +20,6 @@
 /// OUT = --output-dir (default results/lora_vs_qlora). The same --seed and --threads give the same losses.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <string>
 #include <vector>
 
