@@ -16,7 +16,8 @@
 ///
 /// A run takes ceil(epochs · ceil(N / batch)) steps, as HF Trainer counts them. Runtime ~15 s on 2 cores.
 /// Output: the config, a Markdown table (2 rows per size) and one closing sentence on stdout;
-/// OUT/lora_vs_qlora.{csv,json,png} and OUT/N<size>/{lora,qlora}/ (each run's adapter and run.json),
+/// OUT/lora_vs_qlora.{csv,json,png}, OUT/N<size>/{lora,qlora}/ (each run's adapter and run.json) and, for a
+/// base that is not an HF directory, OUT/base_model (the base as one, named by every adapter_config.json),
 /// OUT = --output-dir (default results/lora_vs_qlora). The same --seed and --threads give the same losses.
 #include <algorithm>
 #include <cmath>
@@ -28,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "model_cli.hpp"
 #include "lora/lora.hpp"
 #include "lora/trainer.hpp"
 #include "nn/model_io.hpp"
@@ -91,20 +93,6 @@ std::vector<std::size_t> parse_sizes(const std::string& text) {
   return sizes;
 }
 
-/// The models/ files ship with the repository: found from the current directory (the repository root), else
-/// from the program (build/experiments/ -> ../../models/).
-std::string default_model_file(const std::string& name, const char* argv0) {
-  const fs::path here = fs::path("models") / name;
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) exe = fs::absolute(argv0);
-  const fs::path there = (exe.parent_path() / ".." / ".." / "models" / name).lexically_normal();
-  if (fs::is_regular_file(here, ec)) return here.string();
-  if (fs::is_regular_file(there, ec)) return there.string();
-  fail("the default ", name, " is in neither ", fs::absolute(here).string(), " (from the current directory) nor ",
-       there.string(), " (from the program); pass --model and --tokenizer");
-}
-
 int main(int argc, char** argv) try {
   namespace po = experiments::po;
   experiments::common_options common;
@@ -145,8 +133,8 @@ int main(int argc, char** argv) try {
   LORALAB_CHECK(dc.val.count > 0 || dc.val.fraction > 0, "--val-size must be > 0: every run is judged on the validation loss");
   dc.seed = common.seed;
   dc.validate();
-  if (model_path.empty()) model_path = default_model_file("stories260K.bin", argv[0]);
-  if (tokenizer_path.empty()) tokenizer_path = default_model_file("tok512.model", argv[0]);
+  if (model_path.empty()) model_path = experiments::default_model_file("stories260K.bin", argv[0]);
+  if (tokenizer_path.empty()) tokenizer_path = experiments::default_model_file("tok512.model", argv[0]);
   for (const auto& [flag, path] : {std::pair{"--model", model_path}, {"--tokenizer", tokenizer_path}, {"--data", data_path}})
     LORALAB_CHECK(fs::exists(path), path, ": no such file or directory (", flag, ")");
   s.model_path = model_path, s.out = out_dir;
@@ -166,6 +154,7 @@ int main(int argc, char** argv) try {
   }
   std::sort(ns.begin(), ns.end());
   ns.erase(std::unique(ns.begin(), ns.end()), ns.end());
+  s.model_path = experiments::base_model_record(file, model_path, "", s.out);  // adapters name an HF base PEFT can load
 
   std::cout << dc << "\n" << file.config << "\n" << s.lc << "\ntargets: " << s.targets.describe() << "; optimizer " << s.train.optim
             << " lr " << s.train.lr << " (linear decay), epochs " << s.train.epochs << ", seed " << common.seed << ", threads "

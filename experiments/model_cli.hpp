@@ -1,42 +1,142 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // What the model programs share: loading a model file, choosing the base weights' scheme from --quant and
-// --double-quant (the one run-time switch over compile-time schemes), and teacher-forced NLL.
+// --double-quant (the one run-time switch over compile-time schemes), applying a PEFT adapter (--adapter),
+// and teacher-forced NLL.
 #include <cmath>
+#include <filesystem>
+#include <iostream>
 #include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
+#include <fmt/core.h>
+
+#include "core/atomic_dir.hpp"
 #include "core/check.hpp"
+#include "lora/lora_model.hpp"
+#include "lora/peft_io.hpp"
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
+#include "nn/model_io.hpp"
 #include "quant/scheme_dispatch.hpp"
 #include "quant/schemes.hpp"
 
 namespace loralab::experiments {
 
-/// Calls fn(model) with the base built as --quant asks: none (float32), bf16 (bfloat16 storage), nf4 / fp4 at
-/// block 64 (QLoRA's setting; with --double-quant the absmax is double-quantized), or int8 (LLM.int8 row-wise).
+/// Calls fn(std::type_identity<W>{}) with the frozen weight type --quant asks for: none (float32), bf16 (bfloat16
+/// storage), nf4 / fp4 at block 64 (QLoRA's setting; with --double-quant the absmax is double-quantized), or int8
+/// (LLM.int8 row-wise). The one run-time switch over the compile-time weight types.
 template <class F>
-void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
+void with_weight_type(const std::string& quant, bool double_quant, F&& fn) {
   LORALAB_CHECK(quant == "none" || quant == "bf16" || quant == "nf4" || quant == "fp4" || quant == "int8",
                 "--quant must be none, bf16, nf4, fp4 or int8, got '", quant, "'");
   LORALAB_CHECK(!double_quant || quant == "nf4" || quant == "fp4", "--double-quant needs --quant nf4 or fp4");
-  if (quant == "none") {
-    auto m = nn::make_dense_model<float>(file);
+  if (quant == "none") return fn(std::type_identity<nn::dense_weight<float>>{});
+  if (quant == "bf16") return fn(std::type_identity<nn::bf16_weight>{});
+  if (quant == "int8") return fn(std::type_identity<nn::quant_weight<quant::int8_rowwise>>{});
+  quant::dispatch_4bit_b64(quant, double_quant, [&]<class S>(std::type_identity<S>) { fn(std::type_identity<nn::quant_weight<S>>{}); });
+}
+
+/// Calls fn(model) with the base built as --quant asks (see with_weight_type).
+template <class F>
+void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
+  with_weight_type(quant, double_quant, [&]<class W>(std::type_identity<W>) {
+    auto m = nn::llama_model<nn::linear<W>>::from_file(
+        file, [](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W>(d, n, k); });
     fn(m);
-  } else if (quant == "bf16") {
-    auto m = nn::make_bf16_model(file);
+  });
+}
+
+/// "float" | "bf16" | "nf4" | "nf4+dq" | "fp4" | "fp4+dq" | "int8" -> (--quant value, double quant).
+inline std::pair<std::string, bool> parse_base(const std::string& s) {
+  for (const char* q : {"nf4", "fp4"})
+    if (s == std::string(q) + "+dq") return {q, true};
+  if (s == "float") return {"none", false};
+  if (s == "bf16" || s == "nf4" || s == "fp4" || s == "int8") return {s, false};
+  fail("--base must be float, bf16, nf4, nf4+dq, fp4, fp4+dq or int8, got '", s, "'");
+}
+
+/// Calls fn(model) with a LoRA-ready model (no adapter attached yet) whose base is built as --quant asks.
+template <class F>
+void with_lora_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
+  with_weight_type(quant, double_quant, [&]<class W>(std::type_identity<W>) {
+    auto m = lora::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W>(d, n, k); });
     fn(m);
-  } else if (quant == "int8") {
-    auto m = nn::make_quantized_model<quant::int8_rowwise>(file);
+  });
+}
+
+/// "adapter DIR: r 8, alpha 16, 14 modules (q_proj,v_proj)", for the programs' headers.
+template <class Base>
+std::string describe_adapter(lora::lora_model<Base>& m, const std::filesystem::path& dir, const lora::loaded_adapter_config& c) {
+  int modules = 0;
+  lora::for_each_adapter(m, [&](const std::string&, auto&, auto&) { ++modules; });
+  return "adapter " + dir.string() + ": r " + std::to_string(c.config.r) + ", alpha " + fmt::format("{}", c.config.alpha) +
+         (c.config.use_rslora ? " (rsLoRA)" : "") + ", " + std::to_string(modules) + " modules (" + c.targets.describe() + ")";
+}
+
+/// As with_model, and when `adapter` is not empty, the PEFT LoRA adapter in that directory (written by loralab or
+/// by PEFT) is loaded over the base and applied unmerged, in eval mode (no dropout). Its description goes to
+/// stderr.
+template <class F>
+void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, const std::filesystem::path& adapter,
+                F&& fn) {
+  if (adapter.empty()) return with_model(file, quant, double_quant, std::forward<F>(fn));
+  with_lora_model(file, quant, double_quant, [&](auto& m) {
+    const auto cfg = lora::load_adapter(m, adapter);
+    lora::set_adapter_mode(m, /*training=*/false, 0);
+    lora::for_each_adapter(m, [](const std::string&, auto& a, auto&) { a.dA.resize(0, 0), a.dB.resize(0, 0); });  // inference only
+    std::cerr << describe_adapter(m, adapter, cfg) << "\n";
     fn(m);
-  } else {
-    quant::dispatch_4bit(quant, 64, double_quant, [&]<class S>(std::type_identity<S>) {
-      auto m = nn::make_quantized_model<S>(file);
-      fn(m);
-    });
+  });
+}
+
+/// What adapter_config.json records as base_model_name_or_path, so that PEFT's AutoPeftModelForCausalLM finds
+/// the base: an HF --model directory itself (absolute path); otherwise the base written as an HF directory to
+/// `export_base` (empty: OUTPUT/base_model), reused when it already holds this very model; "none": --model as
+/// given (PEFT cannot resolve a llama2.c file, and a note says so).
+inline std::string base_model_record(const nn::model_file& file, const std::string& model_path, const std::string& export_base,
+                                     const std::filesystem::path& output_dir) {
+  namespace fs = std::filesystem;
+  if (export_base == "none") {
+    if (!fs::exists(fs::path(model_path) / "config.json"))
+      std::cerr << "note: adapter_config.json will name " << model_path
+                << ", which PEFT cannot load as a base (drop --export-base none to record an HF copy)\n";
+    return model_path;
   }
+  if (export_base.empty() && fs::is_directory(model_path) && fs::exists(fs::path(model_path) / "config.json"))
+    return fs::absolute(model_path).lexically_normal().string();
+  const fs::path dir = export_base.empty() ? output_dir / "base_model" : fs::path(export_base);
+  if (fs::exists(dir / "config.json")) {
+    const nn::model_file existing = nn::read_hf_dir(dir);
+    bool same = existing.config == file.config && existing.tensors.size() == file.tensors.size();
+    for (const auto& [name, t] : file.tensors) {
+      const auto it = existing.tensors.find(name);
+      same = same && it != existing.tensors.end() && it->second.shape == t.shape && it->second.data == t.data;
+    }
+    LORALAB_CHECK(same, dir.string(), ": already holds a different model than ", model_path, "; choose another --export-base");
+  } else {
+    atomic_dir out(dir, /*overwrite=*/false);
+    nn::write_hf_dir(file, out.path());
+    out.commit();
+    std::cerr << "base model written as an HF directory to " << dir.string() << "\n";
+  }
+  return fs::absolute(dir).lexically_normal().string();
+}
+
+/// The models/ files ship with the repository: found from the current directory (the repository root), else
+/// from the program (build/experiments/ -> ../../models/).
+inline std::string default_model_file(const std::string& name, const char* argv0) {
+  const std::filesystem::path here = std::filesystem::path("models") / name;
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) exe = std::filesystem::absolute(argv0);
+  const std::filesystem::path there = (exe.parent_path() / ".." / ".." / "models" / name).lexically_normal();
+  if (std::filesystem::is_regular_file(here, ec)) return here.string();
+  if (std::filesystem::is_regular_file(there, ec)) return there.string();
+  fail("the default ", name, " is in neither ", std::filesystem::absolute(here).string(), " (from the current directory) nor ",
+       there.string(), " (from the program); pass --model and --tokenizer");
 }
 
 struct nll_result {

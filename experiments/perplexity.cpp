@@ -5,7 +5,8 @@
 ///   build/experiments/perplexity --model stories260K.bin --tokenizer tok512.model --text-file story.txt --quant nf4 --double-quant
 ///
 /// The file is read whole, encoded after a BOS, and scored in windows of --context positions (default: the
-/// model's context) that overlap by one token. Prints one line: tokens=N mean_nll=X perplexity=Y.
+/// model's context) that overlap by one token. --adapter DIR scores the base with a PEFT LoRA adapter applied
+/// unmerged. Prints one line: tokens=N mean_nll=X perplexity=Y.
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -22,7 +23,7 @@ using namespace loralab;
 
 int main(int argc, char** argv) try {
   experiments::common_options common;
-  std::string model_path, tokenizer_path, text_file, quant = "none";
+  std::string model_path, tokenizer_path, text_file, quant = "none", adapter;
   bool dq = false;
   int context = 0;
   experiments::po::options_description desc("perplexity: teacher-forced NLL of a text file");
@@ -31,7 +32,8 @@ int main(int argc, char** argv) try {
       "text-file", experiments::po::value(&text_file)->required(), "UTF-8 text to score")(
       "context", experiments::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
       "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
-      "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax");
+      "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
+      "adapter", experiments::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged");
   experiments::add_common_options(desc, common);
   experiments::po::variables_map vm;
   if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
@@ -45,7 +47,7 @@ int main(int argc, char** argv) try {
   text << in.rdbuf();
   const std::vector<int> ids = tok->encode(text.str(), /*add_bos=*/true);
   LORALAB_CHECK(ids.size() >= 2, text_file, ": the text has no tokens to score");
-  experiments::with_model(file, quant, dq, [&](auto& m) {
+  experiments::with_model(file, quant, dq, adapter, [&](auto& m) {
     std::cerr << "model: " << m.config << "\nbase weights: " << quant << (dq ? " + double quant" : "") << "\n"
               << nn::kv_cache_decoder<typename std::decay_t<decltype(m)>::linear_type>(m).memory() << "\n";
     const auto r = experiments::teacher_forced_nll(m, ids, context == 0 ? m.config.max_seq_len : context);

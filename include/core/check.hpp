@@ -22,8 +22,16 @@ template <class... Parts>
 
 }  // namespace loralab
 
-/// LORALAB_CHECK(cond, "K=", K, " block=", B): throws loralab::error naming the failed condition and the values.
+/// LORALAB_CHECK(cond, "K=", K, " block=", B): throws loralab::error with the message (the file, key and values).
+/// Debug builds (no NDEBUG) append the failed condition for developers; user-facing builds never show source.
+#ifdef NDEBUG
+#define LORALAB_CHECK(cond, ...)                     \
+  do {                                               \
+    if (!(cond)) ::loralab::fail(__VA_ARGS__);       \
+  } while (0)
+#else
 #define LORALAB_CHECK(cond, ...)                                               \
   do {                                                                         \
     if (!(cond)) ::loralab::fail(__VA_ARGS__, " [check failed: " #cond "]");  \
   } while (0)
+#endif

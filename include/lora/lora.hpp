@@ -4,6 +4,7 @@
 #include "lora/lora_config.hpp"
 #include "lora/lora_linear.hpp"
 #include "lora/lora_model.hpp"
+#include "lora/merged_model.hpp"
 #include "lora/lr_schedule.hpp"
 #include "lora/optimizer.hpp"
 #include "lora/peft_io.hpp"

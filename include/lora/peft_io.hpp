@@ -23,13 +23,18 @@
 namespace loralab::lora {
 
 /// adapter_config.json for this configuration (every key PEFT v0.20.0 writes, defaults where loralab has none).
-inline nlohmann::json adapter_config_json(const lora_config& c, const target_spec& t, const std::string& base_model) {
+/// rank_pattern / alpha_pattern: modules whose rank or alpha differ from c's (PEFT's per-module overrides).
+inline nlohmann::json adapter_config_json(const lora_config& c, const target_spec& t, const std::string& base_model,
+                                          const std::map<std::string, int>& rank_pattern = {},
+                                          const std::map<std::string, double>& alpha_pattern = {}) {
   nlohmann::json j;
   const auto number = [](double v) -> nlohmann::json {
     if (v == std::floor(v) && std::fabs(v) < 1e15) return static_cast<long long>(v);
     return v;
   };
-  j["alora_invocation_tokens"] = nullptr, j["alpha_pattern"] = nlohmann::json::object(), j["arrow_config"] = nullptr;
+  j["alora_invocation_tokens"] = nullptr, j["arrow_config"] = nullptr;
+  j["alpha_pattern"] = nlohmann::json::object();
+  for (const auto& [k, v] : alpha_pattern) j["alpha_pattern"][k] = number(v);
   j["auto_mapping"] = nullptr, j["base_model_name_or_path"] = base_model, j["bias"] = "none", j["corda_config"] = nullptr;
   j["ensure_weight_tying"] = false, j["eva_config"] = nullptr, j["exclude_modules"] = nullptr, j["fan_in_fan_out"] = false;
   j["inference_mode"] = true;
@@ -39,7 +44,8 @@ inline nlohmann::json adapter_config_json(const lora_config& c, const target_spe
   j["lora_dropout"] = c.dropout, j["lora_ga_config"] = nullptr, j["megatron_config"] = nullptr;
   j["megatron_core"] = "megatron.core", j["modules_to_save"] = nullptr, j["monteclora_config"] = nullptr;
   j["peft_type"] = "LORA", j["peft_version"] = "0.20.0", j["qalora_group_size"] = 16, j["r"] = c.r;
-  j["rank_pattern"] = nlohmann::json::object(), j["revision"] = nullptr;
+  j["rank_pattern"] = rank_pattern.empty() ? nlohmann::json::object() : nlohmann::json(rank_pattern);
+  j["revision"] = nullptr;
   if (t.how == target_spec::kind::regex) {
     j["target_modules"] = t.pattern;
   } else if (t.how == target_spec::kind::all_linear) {  // PEFT stores all-linear as the minimal suffix list
@@ -54,15 +60,26 @@ inline nlohmann::json adapter_config_json(const lora_config& c, const target_spe
   return j;
 }
 
-/// Writes DIR/adapter_config.json and DIR/adapter_model.safetensors.
+/// Writes DIR/adapter_config.json and DIR/adapter_model.safetensors. Adapters whose rank or scaling differ from
+/// c's (an adapter loaded with PEFT's rank_pattern / alpha_pattern) are written with those overrides, by full
+/// module name, so the file describes every adapter exactly.
 template <class Base>
 void save_adapter(lora_model<Base>& m, const std::filesystem::path& dir, const lora_config& c, const target_spec& t,
                   const std::string& base_model) {
   std::filesystem::create_directories(dir);
   std::map<std::string, nn::matrix<float>> tensors;  // sorted by name, float32 whatever S is
+  std::map<std::string, int> rank_pattern;
+  std::map<std::string, double> alpha_pattern;
   for_each_adapter(m, [&](const std::string& key, const auto& a, const auto&) {
     tensors[key + ".lora_A.weight"] = a.A.template cast<float>();
     tensors[key + ".lora_B.weight"] = a.B.template cast<float>();
+    const std::string module = key.substr(std::string_view("base_model.model.").size());
+    lora_config own = c;
+    own.r = a.rank();
+    if (own.r != c.r) rank_pattern[module] = own.r;
+    const double per_alpha = c.use_rslora ? std::sqrt(double(own.r)) : double(own.r);  // scaling = alpha / this
+    if (std::fabs(double(a.scaling) - own.scaling()) > 1e-6 * std::fabs(own.scaling()))
+      alpha_pattern[module] = std::round(double(a.scaling) * per_alpha * 1e6) / 1e6;
   });
   LORALAB_CHECK(!tensors.empty(), dir.string(), ": the model has no adapter to save");
   io::safetensors_writer w;
@@ -71,7 +88,7 @@ void save_adapter(lora_model<Base>& m, const std::filesystem::path& dir, const l
     w.add<float>(name, {t.rows(), t.cols()}, std::span<const float>(t.data(), std::size_t(t.size())));
   w.write(dir / "adapter_model.safetensors");
   atomic_file f(dir / "adapter_config.json");
-  f.write(adapter_config_json(c, t, base_model).dump(2));
+  f.write(adapter_config_json(c, t, base_model, rank_pattern, alpha_pattern).dump(2));
   f.commit();
 }
 
@@ -91,7 +108,8 @@ inline loaded_adapter_config read_adapter_config(const std::filesystem::path& di
   const auto j = nlohmann::json::parse(in, nullptr, false);
   LORALAB_CHECK(j.is_object(), path.string(), ": not a JSON object");
   const auto where = path.string();
-  LORALAB_CHECK(j.value("peft_type", std::string()) == "LORA", where, ": peft_type must be \"LORA\"");
+  const auto peft_type = j.contains("peft_type") ? j.at("peft_type").dump() : std::string("missing");
+  if (peft_type != "\"LORA\"") fail(where, ": key 'peft_type' is ", peft_type, "; only \"LORA\" adapters are supported");
   loaded_adapter_config out;
   try {
     out.config.r = j.at("r").get<int>();
@@ -133,7 +151,11 @@ loaded_adapter_config load_adapter(lora_model<Base>& m, const std::filesystem::p
   loaded_adapter_config cfg = read_adapter_config(dir);
   const auto file = io::safetensors_file::open(dir / "adapter_model.safetensors");
   const auto where = file.path().string();
-  cfg.targets.check_against(linear_module_names(m));
+  try {
+    cfg.targets.check_against(linear_module_names(m));
+  } catch (const loralab::error& e) {
+    fail((dir / "adapter_config.json").string(), ": key 'target_modules' does not fit the model: ", e.what());
+  }
   const auto pattern_for = [](const auto& patterns, const std::string& key) -> const std::string* {
     for (const auto& [p, v] : patterns)  // PEFT get_pattern_key: (.*\.)?{key}$ against the module name
       if (std::regex_match(key, std::regex("(.*\\.)?" + p))) return &p;

@@ -14,6 +14,9 @@
 //           "### End"): prompt = intro "\n\n### Instruction:\n{instruction}\n\n" ["Input:\n{input}\n\n" when the
 //           input (dolly's context) is non-empty] "### Response:\n", response = "{output}\n\n### End". The end key
 //           is part of the response, so the model learns to write it.
+//   chatml  ChatML as TRL's setup_chat_format and SmolLM2/Qwen chat templates write one user turn:
+//           prompt = "<|im_start|>user\n{instruction}[\n\n{input}]<|im_end|>\n<|im_start|>assistant\n",
+//           response = "{output}<|im_end|>" (the end marker is trained, so the model learns to stop).
 //   plain   prompt = "", response = the record's text: `output` for text records; for instruction records the
 //           non-empty fields instruction, input, output joined by "\n\n" (everything is trained).
 //
@@ -49,7 +52,7 @@ struct rendered_record {
   friend bool operator==(const rendered_record&, const rendered_record&) = default;
 };
 
-enum class prompt_template { alpaca, dolly, plain };
+enum class prompt_template { alpaca, dolly, plain, chatml };
 
 namespace detail {
 
@@ -57,10 +60,11 @@ struct template_row {
   prompt_template value;
   std::string_view name;
 };
-inline constexpr std::array<template_row, 3> template_table = {{
+inline constexpr std::array<template_row, 4> template_table = {{
     {prompt_template::alpaca, "alpaca"},
     {prompt_template::dolly, "dolly"},
     {prompt_template::plain, "plain"},
+    {prompt_template::chatml, "chatml"},
 }};
 constexpr bool template_table_in_enum_order() {
   for (std::size_t i = 0; i < template_table.size(); ++i)
@@ -97,6 +101,11 @@ inline prompt_template parse_prompt_template(std::string_view s) {
   fail("--template must be one of ", names, "; got '", s, "'");
 }
 
+/// The text a template's responses end with, which a generator may stop at ("" when none).
+inline std::string_view end_marker(prompt_template t) {
+  return t == prompt_template::dolly ? "\n\n### End" : t == prompt_template::chatml ? "<|im_end|>" : "";
+}
+
 /// The prompt and response `t` makes of `r` (see the header comment for the exact strings). alpaca and dolly
 /// need a non-empty instruction: a text record (quotes, plain text) under them is an error naming its line.
 inline rendered_record render(prompt_template t, const record& r) {
@@ -117,7 +126,15 @@ inline rendered_record render(prompt_template t, const record& r) {
       prompt += "\n\n### Instruction:\n" + r.instruction + "\n\n";
       if (!r.input.empty()) prompt += "Input:\n" + r.input + "\n\n";
       prompt += "### Response:\n";
-      return {std::move(prompt), r.output + "\n\n### End"};
+      return {std::move(prompt), r.output + std::string(end_marker(t))};
+    }
+    case prompt_template::chatml: {
+      LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line,
+                    ": template chatml needs an instruction, this record has none (use --template plain for text)");
+      std::string prompt = "<|im_start|>user\n" + r.instruction;
+      if (!r.input.empty()) prompt += "\n\n" + r.input;
+      prompt += "<|im_end|>\n<|im_start|>assistant\n";
+      return {std::move(prompt), r.output + std::string(end_marker(t))};
     }
     case prompt_template::plain: {
       std::string text;

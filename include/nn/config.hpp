@@ -70,6 +70,9 @@ struct tensor_f32 {
 struct model_file {
   llama_config config;
   std::map<std::string, tensor_f32> tensors;
+  /// How the file stored the linear weights, now dequantized to float: "" (float), or a bitsandbytes 4-bit
+  /// scheme: "nf4", "fp4", "+dq" when double-quantized, "-bB" for a block size B other than 64 ("nf4-b128+dq").
+  std::string quantization;
 };
 
 /// The HF names and shapes a config implies, in a fixed order: the contract between files and the model.

@@ -35,7 +35,7 @@ class kv_cache_decoder {
   memory_report memory() const {
     const memory_report model = m_.measured_memory();
     memory_report r;
-    r.weights = model.weights, r.quant_stats = model.quant_stats, r.grads = model.grads;
+    r.weights = model.weights, r.quant_stats = model.quant_stats, r.adapters = model.adapters, r.grads = model.grads;
     r.activations = bytes();
     r.workspace = bytes_of(m_.dequant_tile());
     return r;
@@ -174,6 +174,9 @@ struct generation_options {
   sampling_options sampling;
   std::uint64_t seed = 42;
   std::vector<int> stop_ids;  ///< generation ends when one of these is produced (it is not emitted)
+  /// Asked after each new token with the tokens so far: true ends generation (e.g. a template's end marker
+  /// appeared in the decoded text). Empty: never.
+  std::function<bool(const std::vector<int>&)> stop_when;
 };
 
 /// Feeds the prompt, then samples up to max_new_tokens (fewer at a stop id or a full context), calling
@@ -194,6 +197,7 @@ std::vector<int> generate(llama_model<Linear>& m, std::span<const int> prompt, c
     if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
     out.push_back(next), history.push_back(next);
     if (on_token) on_token(next);
+    if (o.stop_when && o.stop_when(out)) break;
     if (dec.length() >= m.config.max_seq_len) break;
     const int one[1] = {next};
     logits = &dec.feed(one);

@@ -195,4 +195,13 @@ linear<quant_weight<Scheme>> make_quant_linear(const float* data, Eigen::Index n
   return l;
 }
 
+/// The linear layer of weight type W (dense_weight<S>, bf16_weight or quant_weight<Scheme>) from a (N, K) row-major
+/// float array: one maker for code that is generic over the weight type.
+template <class W>
+linear<W> make_linear(const float* data, Eigen::Index n, Eigen::Index k) {
+  if constexpr (std::same_as<W, bf16_weight>) return make_bf16_linear(data, n, k);
+  else if constexpr (requires { typename W::scheme; }) return make_quant_linear<typename W::scheme>(data, n, k);
+  else return make_dense_linear<typename W::scalar>(data, n, k);
+}
+
 }  // namespace loralab::nn

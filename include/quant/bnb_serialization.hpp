@@ -9,9 +9,15 @@
 //   W.nested_absmax                     F32 [ceil(nb/256)] (double-quantized only)
 //   W.nested_quant_map                  F32 [256]          (double-quantized only)
 //   W.quant_state.bitsandbytes__nf4     U8  [len]          UTF-8 JSON, keys in bnb's order (see quant_state_json)
+//
+// The readers take any bnb_tensor_source: one safetensors file, or the shards of a checkpoint together
+// (transformers' sharding may put W.absmax in another shard than W).
+#include <concepts>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +60,39 @@ inline std::string quant_state_key(const std::string& name, std::string_view qua
   return name + ".quant_state.bitsandbytes__" + std::string(quant_type);
 }
 
+/// The quant state bnb records for t; `dtype` is the original weight's dtype name.
+template <blockwise_scheme S>
+bnb_quant_state quant_state_of(const blockwise_tensor<S>& t, std::string dtype = "float32") {
+  bnb_quant_state st{std::string(S::quant_type), S::block_size, std::move(dtype), t.shape()};
+  if constexpr (S::nested) st.nested = true, st.nested_offset = t.offset();
+  return st;
+}
+
+/// Calls add(key, dtype, shape, bytes) for every tensor bnb's Linear4bit saves for weight `name`, in its
+/// state-dict order: W, absmax, quant_map, [nested_absmax, nested_quant_map], quant_state. The bytes point
+/// into t and into `state_json` (quant_state_json(quant_state_of(t, ...))), which must outlive their use.
+template <blockwise_scheme S, class F>
+void for_each_bnb_4bit_tensor(const std::string& name, const blockwise_tensor<S>& t, const std::string& state_json,
+                              F&& add) {
+  static_assert(S::bits == 4, "bnb's 4-bit layout needs nf4 or fp4 (optionally double_quant)");
+  const auto n = static_cast<std::int64_t>(t.numel());
+  const auto nb = static_cast<std::int64_t>(t.num_blocks());
+  add(name, io::dtype::U8, std::vector<std::int64_t>{(n + 1) / 2, 1}, std::as_bytes(t.codes()));
+  if constexpr (S::nested)
+    add(name + ".absmax", io::dtype::U8, std::vector<std::int64_t>{nb}, std::as_bytes(t.absmax_codes()));
+  else
+    add(name + ".absmax", io::dtype::F32, std::vector<std::int64_t>{nb}, std::as_bytes(t.absmax()));
+  add(name + ".quant_map", io::dtype::F32, std::vector<std::int64_t>{16}, std::as_bytes(std::span<const float>(S::code)));
+  if constexpr (S::nested) {
+    const auto nnb = static_cast<std::int64_t>(t.num_nested_blocks());
+    add(name + ".nested_absmax", io::dtype::F32, std::vector<std::int64_t>{nnb}, std::as_bytes(t.nested_absmax()));
+    add(name + ".nested_quant_map", io::dtype::F32, std::vector<std::int64_t>{256}, std::as_bytes(t.nested_code()));
+  }
+  add(quant_state_key(name, S::quant_type), io::dtype::U8,
+      std::vector<std::int64_t>{static_cast<std::int64_t>(state_json.size())},
+      std::as_bytes(std::span(state_json.data(), state_json.size())));
+}
+
 /// A safetensors writer that also owns the small buffers bnb's layout adds (quant maps, JSON blobs).
 /// Quantized tensors passed to add_4bit() must stay alive until write().
 class bnb_writer {
@@ -63,23 +102,11 @@ class bnb_writer {
   /// Adds W and its statistics under bnb's key names. `dtype` is the original weight's dtype name.
   template <blockwise_scheme S>
   void add_4bit(const std::string& name, const blockwise_tensor<S>& t, std::string dtype = "float32") {
-    static_assert(S::bits == 4, "add_4bit: bnb's 4-bit layout needs nf4 or fp4 (optionally double_quant)");
-    const auto n = static_cast<std::int64_t>(t.numel());
-    const auto nb = static_cast<std::int64_t>(t.num_blocks());
-    writer_.add<std::uint8_t>(name, {(n + 1) / 2, 1}, t.codes());
-    if constexpr (S::nested) {
-      writer_.add<std::uint8_t>(name + ".absmax", {nb}, t.absmax_codes());
-      writer_.add<float>(name + ".nested_absmax", {static_cast<std::int64_t>(t.num_nested_blocks())}, t.nested_absmax());
-      writer_.add<float>(name + ".nested_quant_map", {256}, t.nested_code());
-    } else {
-      writer_.add<float>(name + ".absmax", {nb}, t.absmax());
-    }
-    writer_.add<float>(name + ".quant_map", {16}, std::span<const float>(S::code));
-    bnb_quant_state st{std::string(S::quant_type), S::block_size, std::move(dtype), t.shape()};
-    if constexpr (S::nested) st.nested = true, st.nested_offset = t.offset();
-    const std::string& blob = own(quant_state_json(st));
-    writer_.add<std::uint8_t>(quant_state_key(name, S::quant_type), {static_cast<std::int64_t>(blob.size())},
-                              std::span(reinterpret_cast<const std::uint8_t*>(blob.data()), blob.size()));
+    const std::string& blob = own(quant_state_json(quant_state_of(t, std::move(dtype))));
+    for_each_bnb_4bit_tensor(name, t, blob, [&](std::string key, io::dtype type, std::vector<std::int64_t> shape,
+                                                std::span<const std::byte> bytes) {
+      writer_.add(std::move(key), type, std::move(shape), bytes);
+    });
   }
 
   /// Keeps a copy alive until write() and returns it.
@@ -109,8 +136,18 @@ inline bool is_bnb_aux_key(const std::string& key, const std::vector<std::string
   return false;
 }
 
+/// Where the readers find tensors: path() names it in messages, contains() and at() look tensors up by name.
+template <class F>
+concept bnb_tensor_source = requires(const F& f, const std::string& key) {
+  { f.path() } -> std::convertible_to<std::filesystem::path>;
+  { f.contains(key) } -> std::same_as<bool>;
+  { f.at(key) } -> std::same_as<const io::tensor_view&>;
+};
+static_assert(bnb_tensor_source<io::safetensors_file>);
+
 /// Parses W.quant_state.bitsandbytes__*, checking every field; errors name the file and the weight.
-inline bnb_quant_state read_bnb_quant_state(const io::safetensors_file& f, const std::string& name) {
+template <bnb_tensor_source File>
+bnb_quant_state read_bnb_quant_state(const File& f, const std::string& name) {
   const std::string where = f.path().string() + ": " + name;
   const io::tensor_view* blob = nullptr;
   for (std::string_view qt : {"nf4", "fp4"})
@@ -150,8 +187,8 @@ inline bnb_quant_state read_bnb_quant_state(const io::safetensors_file& f, const
 }
 
 /// Loads weight `name` as scheme S; the file's quant_type, blocksize and nesting must be S's.
-template <blockwise_scheme S>
-blockwise_tensor<S> read_bnb_4bit(const io::safetensors_file& f, const std::string& name) {
+template <blockwise_scheme S, bnb_tensor_source File>
+blockwise_tensor<S> read_bnb_4bit(const File& f, const std::string& name) {
   const std::string where = f.path().string() + ": " + name;
   const bnb_quant_state st = read_bnb_quant_state(f, name);
   LORALAB_CHECK(st.quant_type == S::quant_type && st.blocksize == S::block_size && st.nested == S::nested, where,
@@ -188,8 +225,8 @@ blockwise_tensor<S> read_bnb_4bit(const io::safetensors_file& f, const std::stri
 }
 
 /// Reads weight `name` with whatever scheme its quant_state names and calls f(tensor).
-template <class F>
-void visit_bnb_4bit(const io::safetensors_file& f, const std::string& name, F&& fn) {
+template <bnb_tensor_source File, class F>
+void visit_bnb_4bit(const File& f, const std::string& name, F&& fn) {
   const bnb_quant_state st = read_bnb_quant_state(f, name);
   dispatch_4bit(st.quant_type, st.blocksize, st.nested,
                 [&]<class S>(std::type_identity<S>) { fn(read_bnb_4bit<S>(f, name)); });

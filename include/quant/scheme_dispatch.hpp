@@ -34,6 +34,15 @@ void dispatch_4bit(std::string_view quant_type, int block, bool dq, F&& f) {
   fail("unknown 4-bit quant_type '", quant_type, "' (expected nf4 or fp4)");
 }
 
+/// As dispatch_4bit at bitsandbytes' (and transformers') fixed 4-bit block size, 64: four instantiations of f
+/// instead of thirty-two, for programs that never take another block size.
+template <class F>
+void dispatch_4bit_b64(std::string_view quant_type, bool dq, F&& f) {
+  if (quant_type == "nf4") return dq ? f(std::type_identity<double_quant<nf4<64>>>{}) : f(std::type_identity<nf4<64>>{});
+  if (quant_type == "fp4") return dq ? f(std::type_identity<double_quant<fp4<64>>>{}) : f(std::type_identity<fp4<64>>{});
+  fail("unknown 4-bit quant_type '", quant_type, "' (expected nf4 or fp4)");
+}
+
 /// Calls f(std::type_identity<dynamic8<B>>{}).
 template <class F>
 void dispatch_dynamic8(int block, F&& f) {

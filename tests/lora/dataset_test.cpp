@@ -107,11 +107,11 @@ BOOST_AUTO_TEST_CASE(enum_names_round_trip_and_errors_list_the_valid_names) {
     BOOST_TEST((parse_data_format(to_string(f)) == f));
   for (const auto s : {text_split::automatic, text_split::fortune, text_split::eot, text_split::line})
     BOOST_TEST((parse_text_split(to_string(s)) == s));
-  for (const auto t : {prompt_template::alpaca, prompt_template::dolly, prompt_template::plain})
+  for (const auto t : {prompt_template::alpaca, prompt_template::dolly, prompt_template::plain, prompt_template::chatml})
     BOOST_TEST((parse_prompt_template(to_string(t)) == t));
   check_error([] { parse_data_format("json"); }, {"--format", "alpaca, dolly, quotes, text", "'json'"});
   check_error([] { parse_text_split("para"); }, {"--text-split", "auto, fortune, eot, line"});
-  check_error([] { parse_prompt_template("chatml"); }, {"--template", "alpaca, dolly, plain"});
+  check_error([] { parse_prompt_template("vicuna"); }, {"--template", "alpaca, dolly, plain, chatml", "'vicuna'"});
   BOOST_TEST((default_template(data_format::alpaca) == prompt_template::alpaca));
   BOOST_TEST((default_template(data_format::dolly) == prompt_template::dolly));
   BOOST_TEST((default_template(data_format::quotes) == prompt_template::plain));
@@ -304,7 +304,13 @@ BOOST_AUTO_TEST_CASE(templates_render_the_exact_strings) {
   BOOST_TEST((render(prompt_template::plain, record{"", "", "Once upon a time.", 3}) ==
               rendered_record{"", "Once upon a time."}));
   BOOST_TEST((render(prompt_template::plain, with_input) == rendered_record{"", "Translate.\n\nBonjour\n\nHello"}));
+  BOOST_TEST((render(prompt_template::chatml, with_input) ==
+              rendered_record{"<|im_start|>user\nTranslate.\n\nBonjour<|im_end|>\n<|im_start|>assistant\n", "Hello<|im_end|>"}));
+  BOOST_TEST(render(prompt_template::chatml, no_input).prompt == "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n");
+  BOOST_TEST(end_marker(prompt_template::alpaca) == "");
+  BOOST_TEST(end_marker(prompt_template::chatml) == "<|im_end|>");
   check_error([] { render(prompt_template::alpaca, record{"", "", "text", 7}); }, {"line 7", "needs an instruction"});
+  check_error([] { render(prompt_template::chatml, record{"", "", "text", 8}); }, {"line 8", "chatml needs an instruction"});
   // The first real record, whole.
   const rendered_record r = render(prompt_template::alpaca, alpaca()[0]);
   BOOST_TEST(r.prompt.ends_with("### Instruction:\nDescribe a process of making crepes.\n\n### Response:\n"));
