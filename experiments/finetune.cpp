@@ -136,7 +136,7 @@ int main(int argc, char** argv) try {
   dc.seed = common.seed;  // the train/validation split keeps its own seed: runs with other seeds share it
   dc.validate();
 
-  LORALAB_CHECK(quant == "none" || quant == "bf16" || quant == "nf4" || quant == "fp4" || quant == "int8", "--quant must be none, bf16, nf4, fp4 or int8, got '", quant, "'");
+  (void)experiments::model_scheme(quant, dq);  // refused before any work, with the known names
   const nn::model_file file = nn::load_model_file(model_path);
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
                 file.config.max_seq_len, " (", model_path, ")");

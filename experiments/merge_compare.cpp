@@ -129,7 +129,7 @@ int main(int argc, char** argv) try {
   desc.add_options()("model", po::value(&model_path), "llama2.c .bin, HF or Meta directory (default: models/stories260K.bin)")(
       "tokenizer", po::value(&tokenizer_path), "sentencepiece .model or tokenizer.bin (default: models/tok512.model)")(
       "adapter", po::value(&adapter), "PEFT adapter to compare (default: train one here first)")(
-      "base", po::value(&base)->default_value(base), "the base the adapter works over: float, nf4, nf4+dq, fp4, fp4+dq or int8")(
+      "base", po::value(&base)->default_value(base), "the base the adapter works over: a scheme name (float32, bfloat16, nf4-b64, nf4-b64-dq, fp4-b64, fp4-b64-dq, int8-row) or float, nf4, nf4+dq, fp4, fp4+dq, int8")(
       "data", po::value(&data_path)->default_value(data_path), "dataset: training records and the validation text")(
       "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
       "records", po::value(&records)->default_value(records), "training records when the adapter is trained here")(
@@ -140,7 +140,9 @@ int main(int argc, char** argv) try {
   experiments::add_common_options(desc, common);
   po::variables_map vm;
   if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
-  const auto [quant, dq] = experiments::parse_base(base);
+  const std::string scheme = experiments::model_scheme(base, false);  // canonical: nf4+dq -> nf4-b64-dq
+  const std::string& quant = scheme;
+  const bool dq = false;
   LORALAB_CHECK(records > 0 && max_new > 0, "--records and --max-new-tokens must be > 0");
   if (model_path.empty()) model_path = experiments::default_model_file("stories260K.bin", argv[0]);
   if (tokenizer_path.empty()) tokenizer_path = experiments::default_model_file("tok512.model", argv[0]);
@@ -206,13 +208,14 @@ int main(int argc, char** argv) try {
   load_and_measure(v[3], written("merged_meta", [&](const fs::path& d) { nn::write_meta_dir(merged, d); }),
                    [&](const fs::path& d) { return nn::make_dense_model<float>(nn::read_meta_dir(d, file.config.max_seq_len)); });
   lora::requantization_report requant;
-  if (quant == "nf4" || quant == "fp4")
-    quant::dispatch_4bit_b64(quant, dq, [&]<class S>(std::type_identity<S>) {
+  quant::dispatch_scheme<quant::model_schemes>(scheme, [&]<class S>(std::type_identity<S>) {
+    if constexpr (!quant::is_unquantized<S> && S::bits == 4) {  // (5): a 4-bit base is requantized to its own scheme
       requant = lora::requantization_error<S>(merged);
       v.push_back({"requantized " + base});
       load_and_measure(v.back(), written("merged_requantized", [&](const fs::path& d) { nn::write_hf_dir_4bit<S>(merged, d); }),
                        [](const fs::path& d) { return load_requantized<S>(d); });
-    });
+    }
+  });
 
   experiments::table tab({"variant", "files MiB", "build/load s", "tokens/s", "perplexity", "Δppl vs unmerged %", "max |Δlogit| vs unmerged",
                           "greedy text = unmerged"});

@@ -20,23 +20,28 @@
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
 #include "nn/model_io.hpp"
-#include "quant/scheme_dispatch.hpp"
-#include "quant/schemes.hpp"
+#include "nn/weight_of.hpp"
+#include "quant/scheme_registry.hpp"
 
 namespace loralab::experiments {
 
-/// Calls fn(std::type_identity<W>{}) with the frozen weight type --quant asks for: none (float32), bf16 (bfloat16
-/// storage), nf4 / fp4 at block 64 (QLoRA's setting; with --double-quant the absmax is double-quantized), or int8
-/// (LLM.int8 row-wise). The one run-time switch over the compile-time weight types.
+/// The canonical scheme name (quant/scheme_registry.hpp) for --quant and --double-quant, refused with the list of
+/// model schemes when it is not one: "nf4" + --double-quant -> "nf4-b64-dq", "none" -> "float32", "int8" -> "int8-row".
+inline std::string model_scheme(const std::string& quant, bool double_quant) {
+  const std::string name = quant::canonical_scheme_name(quant, double_quant);
+  if (!quant::model_schemes::contains(name))
+    fail("--quant: unknown scheme '", quant, "'", double_quant ? " with --double-quant" : "", "; known: ", quant::model_schemes::names(),
+         " (or none, bf16, nf4, fp4, int8 with --double-quant for nf4/fp4)");
+  return name;
+}
+
+/// Calls fn(std::type_identity<W>{}) with the frozen weight type of the scheme --quant names (model_scheme): the one
+/// run-time switch over the compile-time weight types, through the scheme registry.
 template <class F>
 void with_weight_type(const std::string& quant, bool double_quant, F&& fn) {
-  LORALAB_CHECK(quant == "none" || quant == "bf16" || quant == "nf4" || quant == "fp4" || quant == "int8",
-                "--quant must be none, bf16, nf4, fp4 or int8, got '", quant, "'");
-  LORALAB_CHECK(!double_quant || quant == "nf4" || quant == "fp4", "--double-quant needs --quant nf4 or fp4");
-  if (quant == "none") return fn(std::type_identity<nn::dense_weight<float>>{});
-  if (quant == "bf16") return fn(std::type_identity<nn::bf16_weight>{});
-  if (quant == "int8") return fn(std::type_identity<nn::quant_weight<quant::int8_rowwise>>{});
-  quant::dispatch_4bit_b64(quant, double_quant, [&]<class S>(std::type_identity<S>) { fn(std::type_identity<nn::quant_weight<S>>{}); });
+  quant::dispatch_scheme<quant::model_schemes>(model_scheme(quant, double_quant), [&]<class S>(std::type_identity<S>) {
+    fn(std::type_identity<nn::weight_of_t<S>>{});
+  });
 }
 
 /// Calls fn(model) with the base built as --quant asks (see with_weight_type).
@@ -47,15 +52,6 @@ void with_model(const nn::model_file& file, const std::string& quant, bool doubl
         file, [](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W>(d, n, k); });
     fn(m);
   });
-}
-
-/// "float" | "bf16" | "nf4" | "nf4+dq" | "fp4" | "fp4+dq" | "int8" -> (--quant value, double quant).
-inline std::pair<std::string, bool> parse_base(const std::string& s) {
-  for (const char* q : {"nf4", "fp4"})
-    if (s == std::string(q) + "+dq") return {q, true};
-  if (s == "float") return {"none", false};
-  if (s == "bf16" || s == "nf4" || s == "fp4" || s == "int8") return {s, false};
-  fail("--base must be float, bf16, nf4, nf4+dq, fp4, fp4+dq or int8, got '", s, "'");
 }
 
 /// Calls fn(model) with a LoRA-ready model (no adapter attached yet) whose base is built as --quant asks.

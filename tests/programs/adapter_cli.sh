@@ -46,6 +46,13 @@ expect "generate --template alpaca wraps the prompt" contains "$tmp/gen.out" "##
 expect "generate --template names the template" contains "$tmp/gen.err" "template: alpaca"
 printf 'Say hi.\n/quit\n' | "$E/generate" "${M[@]}" --adapter "$peft" --template chatml --interactive --max-new-tokens 4 >"$tmp/inter.out" 2>/dev/null
 expect "--interactive keeps the template" contains "$tmp/inter.out" "<|im_start|>user"
+# one scheme registry: canonical names and the aliases give the same model; an unknown name lists the known ones
+q_canon=$(ppl "${M[0]}" "${M[1]}" --adapter "$peft" --quant nf4-b64-dq)
+expect "--quant nf4-b64-dq = --quant nf4 --double-quant ($q_canon)" test -n "$q_canon" -a "$q_canon" = "$q_ppl"
+"$E/generate" "${M[@]}" --quant nf8 --max-new-tokens 2 >/dev/null 2>"$tmp/err"
+expect "an unknown scheme lists the known ones" contains "$tmp/err" "unknown scheme 'nf8'; known: float32, bfloat16, nf4-b64, nf4-b64-dq, fp4-b64, fp4-b64-dq, int8-row"
+"$E/finetune" "${M[@]}" --data "$fortunes" --format text --output-dir "$tmp/never" --quant int8 --double-quant >/dev/null 2>"$tmp/err"
+expect "finetune refuses --double-quant on int8 before any work" eval 'contains "$tmp/err" "--double-quant applies to a 4-bit scheme" && test ! -e "$tmp/never"'
 "$E/generate" "${M[@]}" --adapter "$tmp/none" --max-new-tokens 2 >/dev/null 2>"$tmp/err"
 expect "a missing adapter directory is refused, named" contains "$tmp/err" "$tmp/none/adapter_config.json"
 "$E/generate" "${M[@]}" --input x --max-new-tokens 2 >/dev/null 2>"$tmp/err"
