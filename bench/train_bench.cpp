@@ -42,16 +42,19 @@
 #include "lora/lora.hpp"
 #include "lora/trainer.hpp"
 #include "nn/random_model.hpp"  // tests/nn: random weights for any config
-#include "quant/schemes.hpp"
+#include "nn/weight_of.hpp"
+#include "quant/scheme_registry.hpp"
 
 namespace ll = loralab::lora;
 namespace nn = loralab::nn;
 namespace q = loralab::quant;
+/// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes and LLM.int8().
+using bench_schemes = q::scheme_list<q::float32, q::nf4<64>, q::double_quant<q::nf4<64>>, q::fp4<64>, q::int8_rowwise>;
 
 namespace {
 
 struct options {
-  std::string bases = "float,nf4,nf4+DQ,fp4,int8", checkpointing = "off,on";
+  std::string bases = "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row", checkpointing = "off,on";
   std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
   int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
   double dropout = 0.05;
@@ -156,19 +159,24 @@ int run(const options& o) {
     rs.push_back(std::move(r));
   };
   const loralab::bench::load_monitor load;
-  const auto bases = split_list(o.bases, "--bases", {"float", "nf4", "nf4+DQ", "fp4", "int8"});
+  std::vector<std::string> bases;  // canonical scheme names (quant/scheme_registry.hpp); aliases such as nf4+dq accepted
+  std::stringstream list(o.bases);
+  for (std::string item; std::getline(list, item, ',');) {
+    bases.push_back(q::canonical_scheme_name(item));
+    LORALAB_CHECK(bench_schemes::contains(bases.back()), "--bases: unknown value '", item, "' (known: ", bench_schemes::names(), ")");
+  }
+  LORALAB_CHECK(!bases.empty(), "--bases is empty");
   const auto ckpts = split_list(o.checkpointing, "--checkpointing", {"off", "on"});
-  const auto want = [&](const char* base) { return std::ranges::find(bases, base) != bases.end(); };
   for (int round = 1; round <= o.rounds; ++round) {  // rounds interleave the bases: a drifting machine slows them alike
     fmt::print("round {}/{}\n", round, o.rounds);
     for (const std::string& ck : ckpts) {
       const bool ckpt = ck == "on";
-      if (want("float")) add(bench_base("float", ll::make_lora_dense_model<float>(file), ckpt, data, o));
-      if (want("nf4")) add(bench_base("nf4", ll::make_lora_quantized_model<q::nf4<64>>(file), ckpt, data, o));
-      if (want("nf4+DQ"))
-        add(bench_base("nf4+DQ", ll::make_lora_quantized_model<q::double_quant<q::nf4<64>>>(file), ckpt, data, o));
-      if (want("fp4")) add(bench_base("fp4", ll::make_lora_quantized_model<q::fp4<64>>(file), ckpt, data, o));
-      if (want("int8")) add(bench_base("int8", ll::make_lora_quantized_model<q::int8_rowwise>(file), ckpt, data, o));
+      for (const std::string& base : bases)
+        q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
+          using W = nn::weight_of_t<S>;
+          add(bench_base(base, ll::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
+                return nn::make_linear<W>(d, n, k); }), ckpt, data, o));
+        });
     }
   }
   load.report(omp_get_num_procs());
@@ -177,7 +185,7 @@ int run(const options& o) {
   // ratios against LoRA with the same checkpointing, and against LoRA as PEFT runs it (checkpointing off)
   const auto lora_step = [&](bool ckpt) {
     for (const result& r : rs)
-      if (r.base == "float" && r.checkpointing == ckpt) return r.step_s;
+      if (r.base == "float32" && r.checkpointing == ckpt) return r.step_s;
     return double(NAN);  // no LoRA row with this setting: the ratio column stays empty
   };
   fmt::print("\n| base | checkpointing | ms/step | tokens/s | ÷ LoRA, same checkpointing | ÷ LoRA without checkpointing | "
@@ -203,7 +211,7 @@ int main(int argc, char** argv) try {
   options o;
   po::options_description opts("train_bench: LoRA vs QLoRA training step time on one model and one batch stream");
   opts.add_options()("help", "list the flags and their defaults")
-      ("bases", po::value(&o.bases)->default_value(o.bases), "comma list of bases: float (LoRA), nf4, nf4+DQ, fp4, int8")
+      ("bases", po::value(&o.bases)->default_value(o.bases), "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row (QLoRA); aliases such as nf4+dq")
       ("checkpointing", po::value(&o.checkpointing)->default_value(o.checkpointing), "comma list: off, on")
       ("size", po::value(&o.size)->default_value(o.size), "model size: 260K, 5M or 30M")
       ("data", po::value(&o.data)->default_value(o.data), "text file whose bytes are the token stream")

@@ -16,6 +16,7 @@
 //
 //   using my_schemes = quant::scheme_list<quant::float32, quant::double_quant<quant::nf4<64>>>;
 //   quant::dispatch_scheme<my_schemes>("nf4-b64-dq", [&]<class S>(std::type_identity<S>) { run<S>(); });
+#include <cctype>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -69,6 +70,7 @@ using model_schemes = scheme_list<float32, bfloat16, nf4<64>, double_quant<nf4<6
 /// "dynamic8-b64"; a canonical name is returned as it is. `double_quant` adds "-dq" (the --double-quant flag).
 inline std::string canonical_scheme_name(std::string_view typed, bool double_quant = false) {
   std::string s(typed);
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));  // nf4+DQ as the papers write it
   if (s == "f32" || s == "float" || s == "fp32" || s == "none") s = "float32";
   else if (s == "bf16") s = "bfloat16";
   else if (s == "int8") s = "int8-row";

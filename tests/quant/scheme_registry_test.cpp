@@ -21,6 +21,8 @@ BOOST_AUTO_TEST_CASE(canonical_names_and_aliases) {
   BOOST_TEST(scheme_name<int8_rowwise>() == "int8-row");
   BOOST_TEST(canonical_scheme_name("nf4+dq") == "nf4-b64-dq");
   BOOST_TEST(canonical_scheme_name("nf4", true) == "nf4-b64-dq");
+  BOOST_TEST(canonical_scheme_name("nf4+DQ") == "nf4-b64-dq");
+  BOOST_TEST(canonical_scheme_name("float") == "float32");
   BOOST_TEST(canonical_scheme_name("fp4") == "fp4-b64");
   BOOST_TEST(canonical_scheme_name("none") == "float32");
   BOOST_TEST(canonical_scheme_name("bf16") == "bfloat16");
