@@ -125,6 +125,7 @@ int main(int argc, char** argv) try {
   lora::dataset_config dc;
   lora::train_options o;
   int records = 400, max_new = 40;
+  bool quick = false;
   po::options_description desc("merge_compare: base, unmerged adapter, HF and Meta merges, requantized merge side by side");
   desc.add_options()("model", po::value(&model_path), "llama2.c .bin, HF or Meta directory (default: models/stories260K.bin)")(
       "tokenizer", po::value(&tokenizer_path), "sentencepiece .model or tokenizer.bin (default: models/tok512.model)")(
@@ -134,6 +135,7 @@ int main(int argc, char** argv) try {
       "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
       "records", po::value(&records)->default_value(records), "training records when the adapter is trained here")(
       "epochs", po::value(&o.epochs)->default_value(2.0), "epochs when the adapter is trained here")(
+      "quick", po::bool_switch(&quick), "a smoke run: 40 records x 1 epoch, 8 new tokens (what CI runs)")(
       "prompts", po::value(&prompts_path), "file of prompts, one per line (default: four story openings)")(
       "max-new-tokens", po::value(&max_new)->default_value(max_new), "greedy tokens per prompt")(
       "output-dir", po::value(&out_dir)->default_value(out_dir), "tables, JSON, figure, the adapter and the merged models");
@@ -143,6 +145,7 @@ int main(int argc, char** argv) try {
   const std::string scheme = experiments::model_scheme(base, false);  // canonical: nf4+dq -> nf4-b64-dq
   const std::string& quant = scheme;
   const bool dq = false;
+  if (quick) records = 40, o.epochs = 1, max_new = 8;
   LORALAB_CHECK(records > 0 && max_new > 0, "--records and --max-new-tokens must be > 0");
   if (model_path.empty()) model_path = experiments::default_model_file("stories260K.bin", argv[0]);
   if (tokenizer_path.empty()) tokenizer_path = experiments::default_model_file("tok512.model", argv[0]);

@@ -34,7 +34,6 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.hpp"
@@ -87,27 +86,6 @@ inline std::pair<int, std::optional<double>> meta_ffn_params(const llama_config&
   return {1, multiplier};
 }
 
-inline std::vector<std::byte> to_dtype_bytes(const std::vector<float>& v, io::dtype type) {
-  std::vector<std::byte> out;
-  const auto put = [&](const auto* p, std::size_t n) {
-    const auto* b = reinterpret_cast<const std::byte*>(p);
-    out.assign(b, b + n);
-  };
-  if (type == io::dtype::F32) {
-    put(v.data(), v.size() * 4);
-  } else if (type == io::dtype::F16) {
-    std::vector<Eigen::half> h(v.begin(), v.end());  // round to nearest even, as torch's .half()
-    put(h.data(), h.size() * 2);
-  } else if (type == io::dtype::BF16) {
-    std::vector<Eigen::bfloat16> h(v.size());
-    for (std::size_t i = 0; i < v.size(); ++i) h[i] = Eigen::bfloat16(v[i]);
-    put(h.data(), h.size() * 2);
-  } else {
-    fail("model weights are written as F32, F16 or BF16, not ", io::dtype_name(type));
-  }
-  return out;
-}
-
 }  // namespace detail
 
 /// params.json for a config (Llama 2's keys; n_kv_heads, ffn_dim_multiplier and rope_theta only when needed).
@@ -137,7 +115,7 @@ inline void write_meta_dir(const model_file& m, const std::filesystem::path& dir
   io::pth_writer w;
   std::vector<std::vector<std::byte>> keep;  // the writer holds views until write()
   const auto add = [&](const std::string& meta, const tensor_f32& t) {
-    keep.push_back(detail::to_dtype_bytes(t.data, o.dtype));
+    keep.push_back(detail::float_bytes(t.data, o.dtype));
     w.add(meta, o.dtype, t.shape, keep.back());
   };
   for (const auto& row : detail::meta_table) {

@@ -155,7 +155,7 @@ for i in 1 2 3 4 5 6; do  # SIGKILL at a random moment: the output is either abs
 done
 
 # ---- merge_compare end to end (a short adapter trained first)
-(cd "$tmp" && "$E/merge_compare" "${M[@]}" --records 40 --epochs 1 --max-new-tokens 8 --threads 1 --output-dir mc >mc.log 2>&1)
+(cd "$tmp" && "$E/merge_compare" "${M[@]}" --quick --threads 1 --output-dir mc >mc.log 2>&1)
 expect "merge_compare exits 0" test $? -eq 0
 expect "merge_compare: the merges agree with the unmerged model" contains "$tmp/mc.log" "merges agree with the unmerged model"
 expect "merge_compare: requantization cost stated" contains "$tmp/mc.log" "requantizing the merge to nf4+dq"
