@@ -35,7 +35,7 @@
 #include "bench_support.hpp"
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
-#include "nn/random_model.hpp"  // tests/nn: random weights for any config
+#include "nn/random_model.hpp"
 
 namespace nn = loralab::nn;
 
@@ -132,7 +132,7 @@ std::vector<int> random_tokens(std::size_t n, int V, std::uint64_t seed) {
 /// The KV-cache decoder (prompt fed in two chunks, then one token at a time) against forward()'s last row.
 bool verify(nn::llama_config c, std::uint64_t seed) {
   c.max_seq_len = 64;
-  auto m = nn::make_dense_model<float>(loralab::testing::random_model_file(c, seed));
+  auto m = nn::make_dense_model<float>(nn::random_model_file(c, seed));
   const std::vector<int> toks = random_tokens(40, c.vocab_size, seed + 1);
   const nn::matrix<float> ref = m.forward(toks, 1, int(toks.size())).bottomRows(1);
   nn::kv_cache_decoder dec(m);
@@ -171,7 +171,7 @@ result bench_size(const size_spec& s, const options& o) {
   nn::llama_config c = s.c;
   const int B = o.batch, T = o.seq_len, M = B * T;
   c.max_seq_len = std::max(T, prompt_len + new_tokens);
-  const nn::model_file file = loralab::testing::random_model_file(c, o.seed);
+  const nn::model_file file = nn::random_model_file(c, o.seed);
   auto m = nn::make_dense_model<float>(file);
   double params = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());

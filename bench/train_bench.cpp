@@ -40,12 +40,14 @@
 
 #include "bench_support.hpp"
 #include "lora/lora.hpp"
-#include "lora/trainer.hpp"
-#include "nn/random_model.hpp"  // tests/nn: random weights for any config
+#include "train/trainer.hpp"
+#include "nn/random_model.hpp"
 #include "nn/weight_of.hpp"
 #include "quant/scheme_registry.hpp"
 
 namespace ll = loralab::lora;
+namespace data = loralab::data;
+namespace train = loralab::train;
 namespace nn = loralab::nn;
 namespace q = loralab::quant;
 /// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes and LLM.int8().
@@ -69,21 +71,21 @@ nn::llama_config config_of(const std::string& size) {
 }
 
 /// Rows of T tokens: the file's bytes as token ids (every id < 256 exists in each vocab), labels = inputs.
-ll::prepared_dataset byte_rows(const std::string& path, int T, int B, int rows_needed, std::uint64_t seed) {
+data::prepared_dataset byte_rows(const std::string& path, int T, int B, int rows_needed, std::uint64_t seed) {
   std::ifstream in(path, std::ios::binary);
   LORALAB_CHECK(in, path, ": cannot read the corpus (Debian's fortunes comes with scripts/setup.sh; or pass --data FILE)");
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   LORALAB_CHECK(bytes.size() >= std::size_t(T), path, ": ", bytes.size(), " bytes, fewer than one row of --seq-len ", T);
-  std::vector<ll::example> rows;
+  std::vector<data::example> rows;
   for (std::size_t at = 0; int(rows.size()) < rows_needed; at = (at + std::size_t(T)) % (bytes.size() - std::size_t(T) + 1)) {
-    ll::example e;
+    data::example e;
     for (int t = 0; t < T; ++t) e.input_ids.push_back(static_cast<unsigned char>(bytes[at + std::size_t(t)]));
     e.labels = e.input_ids;
     rows.push_back(std::move(e));
   }
-  ll::prepared_dataset d;
+  data::prepared_dataset d;
   d.records = rows.size();
-  d.train = ll::batch_loader(std::move(rows), B, 0, seed, false);
+  d.train = data::batch_loader(std::move(rows), B, 0, seed, false);
   return d;
 }
 
@@ -109,23 +111,20 @@ struct result {
 
 /// The trainer's steps over one base: median step time of the timed steps.
 template <class Base>
-result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpointing, ll::prepared_dataset& data,
+result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpointing, data::prepared_dataset& data,
                   const options& o) {
   const auto targets = ll::parse_targets(o.targets);
   ll::lora_config lc{};
   lc.dropout = o.dropout;
   ll::attach_adapters(m, lc, targets, o.seed);
   m.gradient_checkpointing = checkpointing;
-  ll::train_options t;
+  train::train_options t;
   t.max_steps = o.warmup + o.steps;
-  t.scheduler = ll::schedule_kind::constant;
+  t.scheduler = train::schedule_kind::constant;
   t.seed = o.seed;
-  t.quiet = true;
   t.logging_steps = t.max_steps;
-  t.output_dir = std::filesystem::temp_directory_path() / fmt::format("loralab_train_bench_{}", getpid());
-  ll::trainer<Base> tr(m, data, lc, targets, t, "random " + o.size);
-  const ll::run_record rec = tr.run();
-  std::filesystem::remove_all(t.output_dir);
+  train::trainer<ll::lora_model<Base>> tr(m, data, t);  // no observer: nothing is printed or written
+  const train::run_record rec = tr.run();
   result r;
   r.base = label, r.checkpointing = checkpointing;
   r.steps.assign(rec.step_seconds.begin() + o.warmup, rec.step_seconds.end());
@@ -144,10 +143,10 @@ int run(const options& o) {
   c.max_seq_len = o.seq_len;
   omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
   openblas_set_num_threads(omp_get_max_threads());
-  const nn::model_file file = loralab::testing::random_model_file(c, o.seed, 0.02f);
+  const nn::model_file file = nn::random_model_file(c, o.seed, 0.02f);
   double params = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
-  ll::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
+  data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
              "targets={}, r=8, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,

@@ -23,7 +23,9 @@
 #include "common.hpp"
 #include "model_cli.hpp"
 #include "lora/lora.hpp"
-#include "lora/trainer.hpp"
+#include "train/console_log.hpp"
+#include "train/run_files.hpp"
+#include "train/trainer.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
 
@@ -37,8 +39,9 @@ struct adapter_start {
 };
 
 template <class Base>
-int run(lora::lora_model<Base>& m, lora::prepared_dataset& data, lora::lora_config lc, lora::target_spec targets,
-        const lora::train_options& o, const std::string& model_path, const adapter_start& start) {
+int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_config lc, lora::target_spec targets,
+        const train::train_options& o, const std::filesystem::path& output_dir, bool resume, const std::string& model_path,
+        const adapter_start& start) {
   int adapted = 0;
   if (start.dir.empty()) {
     adapted = lora::attach_adapters(m, lc, targets, o.seed);
@@ -58,13 +61,17 @@ int run(lora::lora_model<Base>& m, lora::prepared_dataset& data, lora::lora_conf
   std::cout << lc << "\ntargets: " << targets.describe() << " (" << adapted << " modules)\n"
             << lora::trainable_parameters_line(m) << "\n"
             << lora::count_storage(m) << "\n";
-  lora::trainer<Base> t(m, data, lc, targets, o, model_path);  // model_path: the base recorded in adapter_config.json
+  train::trainer<lora::lora_model<Base>> t(m, data, o);
+  train::console_log<lora::lora_model<Base>> console;
+  train::run_files<lora::lora_model<Base>> files(output_dir, lc, targets, model_path);  // model_path: the base recorded in adapter_config.json
+  t.observe(console).observe(files);
+  if (resume) train::resume_latest(t, output_dir);
   std::cout << "train rows " << data.train.size() << ", validation rows " << data.val.size() << ", steps " << t.total_steps()
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";
   const auto rec = t.run();
   if (std::isfinite(rec.final_eval_loss)) fmt::print("final eval_loss {:.4f}\n", rec.final_eval_loss);
   fmt::print("peak RSS {:.1f} MiB, {:.0f} tokens/s; {} in {}\n", double(rec.peak_rss_bytes) / (1 << 20),
-             rec.tokens_per_second, rec.interrupted ? "checkpoint" : "adapter", o.output_dir.string());
+             rec.tokens_per_second, rec.interrupted ? "checkpoint" : "adapter", output_dir.string());
   return rec.interrupted ? 130 : 0;  // as a shell reports a SIGINT: scripts can tell a stopped run from a finished one
 }
 }  // namespace
@@ -76,8 +83,10 @@ int main(int argc, char** argv) try {
               scheduler = "linear", val = "0", init = "kaiming_uniform", adapter_dir, export_base;
   bool dq = false, train_on_prompt = false, packing = false;
   lora::lora_config lc;
-  lora::train_options o;
-  lora::dataset_config dc;
+  train::train_options o;
+  std::filesystem::path output_dir;
+  bool resume = false;
+  data::dataset_config dc;
   std::string data_path;
   po::options_description desc("finetune: LoRA / QLoRA fine-tuning");
   desc.add_options()("model", po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
@@ -86,7 +95,7 @@ int main(int argc, char** argv) try {
       "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
       "template", po::value(&tmpl), "alpaca, dolly, chatml or plain (default: the format's)")(
       "train-on-prompt", po::bool_switch(&train_on_prompt), "also train on prompt tokens (default: responses only)")(
-      "output-dir", po::value(&o.output_dir)->required(), "adapter, checkpoints, metrics.jsonl, run.json")(
+      "output-dir", po::value(&output_dir)->required(), "adapter, checkpoints, metrics.jsonl, run.json")(
       "quant", po::value(&quant)->default_value(quant), "base weights: none (LoRA), bf16, nf4, fp4 or int8 (QLoRA)")(
       "double-quant", po::bool_switch(&dq), "double-quantize the 4-bit absmax (QLoRA)")(
       "r", po::value(&lc.r)->default_value(8), "LoRA rank")("alpha", po::value(&lc.alpha)->default_value(16), "LoRA alpha")(
@@ -112,7 +121,7 @@ int main(int argc, char** argv) try {
       "early-stopping-patience", po::value(&o.early_stopping_patience)->default_value(0), "evaluations without improvement")(
       "save-steps", po::value(&o.save_steps)->default_value(0), "checkpoint every N steps (0: none)")(
       "logging-steps", po::value(&o.logging_steps)->default_value(10), "log every N steps")(
-      "resume", po::bool_switch(&o.resume), "continue from the newest OUTPUT/checkpoint-N")(
+      "resume", po::bool_switch(&resume), "continue from the newest OUTPUT/checkpoint-N")(
       "adapter", po::value(&adapter_dir), "start from this PEFT LoRA adapter's values (a new run; see --resume for continuing one)")(
       "export-base", po::value(&export_base), "write the base as an HF directory here and record it in adapter_config.json "
                                               "(default for a non-HF --model: OUTPUT/base_model; 'none': record --model as given)");
@@ -123,16 +132,16 @@ int main(int argc, char** argv) try {
   lc.validate();
   o.seed = common.seed;
   o.optim = optim;
-  o.scheduler = lora::parse_schedule_kind(scheduler);
+  o.scheduler = train::parse_schedule_kind(scheduler);
   o.validate();
-  LORALAB_CHECK(adapter_dir.empty() || !o.resume, "--adapter starts a new run from an adapter; --resume continues a run: use one");
+  LORALAB_CHECK(adapter_dir.empty() || !resume, "--adapter starts a new run from an adapter; --resume continues a run: use one");
   const auto targets = lora::parse_targets(targets_text);
   dc.file = data_path;
-  dc.format = lora::parse_data_format(format);
-  if (!tmpl.empty()) dc.tmpl = lora::parse_prompt_template(tmpl);
+  dc.format = data::parse_data_format(format);
+  if (!tmpl.empty()) dc.tmpl = data::parse_prompt_template(tmpl);
   dc.train_on_prompt = train_on_prompt;
   dc.packing = packing;
-  dc.val = lora::val_size::parse(val);
+  dc.val = data::val_size::parse(val);
   dc.seed = common.seed;  // the train/validation split keeps its own seed: runs with other seeds share it
   dc.validate();
 
@@ -142,16 +151,17 @@ int main(int argc, char** argv) try {
                 file.config.max_seq_len, " (", model_path, ")");
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
   nn::check_vocab_matches(*tok, file.config.vocab_size, tokenizer_path, model_path);
-  lora::prepared_dataset data = lora::prepare_dataset(dc, *tok);
+  data::prepared_dataset data = data::prepare_dataset(dc, *tok);
   std::cout << dc << "\n" << file.config << "\nbase: " << quant << (dq ? " + double quant" : "") << "\n";
-  const std::string base_record = experiments::base_model_record(file, model_path, export_base, o.output_dir);
+  const std::string base_record = experiments::base_model_record(file, model_path, export_base, output_dir);
   const bool ckpt = vm["gradient-checkpointing"].as<bool>();
   adapter_start start{adapter_dir, !vm["r"].defaulted(), !vm["alpha"].defaulted(), !vm["targets"].defaulted(),
                       !vm["dropout"].defaulted()};
   int rc = 0;
   experiments::with_lora_model(file, quant, dq, [&](auto& m) {
-    m.gradient_checkpointing = ckpt;  // quantized bases turn it on when adapters are attached (PEFT's k-bit preparation)
-    rc = run(m, data, lc, targets, o, base_record, start);
+    m.gradient_checkpointing = ckpt;
+    lora::prepare_for_kbit_training(m);  // a quantized base trains with checkpointing, as PEFT prepares it
+    rc = run(m, data, lc, targets, o, output_dir, resume, base_record, start);
   });
   return rc;
 } catch (const std::exception& e) {

@@ -22,7 +22,7 @@
 #include <fmt/core.h>
 
 #include "common.hpp"
-#include "lora/prompt_template.hpp"
+#include "data/prompt_template.hpp"
 #include "model_cli.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
@@ -69,12 +69,12 @@ struct marker_printer {
 
 template <class Model>
 void run_once(Model& m, const nn::tokenizer& tok, const std::string& user_text, const std::string& input,
-              std::optional<lora::prompt_template> tmpl, nn::generation_options o, bool print_ids) {
-  const std::string prompt = tmpl ? lora::render(*tmpl, lora::record{user_text, input, "", 0}).prompt : user_text;
+              std::optional<data::prompt_template> tmpl, nn::generation_options o, bool print_ids) {
+  const std::string prompt = tmpl ? data::render(*tmpl, data::record{user_text, input, "", 0}).prompt : user_text;
   const std::vector<int> ids = tok.encode(prompt, /*add_bos=*/true);
   int prev = ids.front();
   for (std::size_t i = 1; i < ids.size(); ++i) print_piece(tok.decode_piece(prev, ids[i])), prev = ids[i];
-  marker_printer printer{tmpl ? std::string(lora::end_marker(*tmpl)) : std::string()};
+  marker_printer printer{tmpl ? std::string(data::end_marker(*tmpl)) : std::string()};
   if (!printer.marker.empty()) o.stop_when = [&](const std::vector<int>&) { return printer.seen; };
   const auto t0 = std::chrono::steady_clock::now();
   const auto out = nn::generate(m, ids, o, [&](int id) { printer.add(tok.decode_piece(prev, id)), prev = id; });
@@ -121,8 +121,8 @@ int main(int argc, char** argv) try {
   LORALAB_CHECK(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got ", o.max_new_tokens);
   o.sampling.validate();
   o.seed = common.seed;
-  std::optional<lora::prompt_template> tmpl;
-  if (!tmpl_name.empty()) tmpl = lora::parse_prompt_template(tmpl_name);
+  std::optional<data::prompt_template> tmpl;
+  if (!tmpl_name.empty()) tmpl = data::parse_prompt_template(tmpl_name);
   LORALAB_CHECK(input.empty() || tmpl, "--input needs --template");
 
   const nn::model_file file = nn::load_model_file(model_path);

@@ -31,7 +31,8 @@
 #include "common.hpp"
 #include "model_cli.hpp"
 #include "lora/lora.hpp"
-#include "lora/trainer.hpp"
+#include "train/run_files.hpp"
+#include "train/trainer.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
 
@@ -43,7 +44,7 @@ using qlora_scheme = quant::double_quant<quant::nf4<64>>;  // the paper's recipe
 struct setup {
   lora::lora_config lc;
   lora::target_spec targets;
-  lora::train_options train;
+  train::train_options train;
   fs::path out;
   std::string model_path;
 };
@@ -52,25 +53,26 @@ struct setup {
 struct run_result {
   std::size_t size = 0;
   std::string method, base;
-  lora::run_record train;           // steps, runtime, tokens/s, planned memory, step losses, final eval loss
+  train::run_record train;           // steps, runtime, tokens/s, planned memory, step losses, final eval loss
   lora::storage_breakdown storage;  // the frozen linears' bytes and bits/weight
   double eval_before = 0;
   bool checkpointing = false;
 };
 
 template <class Base>
-run_result run_method(lora::lora_model<Base> m, lora::prepared_dataset& data, const setup& s, std::size_t size,
+run_result run_method(lora::lora_model<Base> m, data::prepared_dataset& data, const setup& s, std::size_t size,
                       std::string method, std::string base) {
-  lora::attach_adapters(m, s.lc, s.targets, s.train.seed);  // B = 0; a quantized base also gets checkpointing
+  lora::attach_adapters(m, s.lc, s.targets, s.train.seed);  // B = 0
+  lora::prepare_for_kbit_training(m);                        // a quantized base trains with checkpointing
   run_result r;
   r.size = size, r.method = std::move(method), r.base = std::move(base);
   r.storage = lora::count_storage(m);
   r.checkpointing = m.gradient_checkpointing;
-  r.eval_before = lora::evaluate(m, data.val);  // the base alone: QLoRA starts from the quantization's loss
-  lora::train_options o = s.train;
-  o.output_dir = s.out / fmt::format("N{}", size) / (r.method == "LoRA" ? "lora" : "qlora");
-  lora::trainer<Base> t(m, data, s.lc, s.targets, o, s.model_path);
-  r.train = t.run();
+  r.eval_before = train::evaluate(m, data.val);  // the base alone: QLoRA starts from the quantization's loss
+  train::trainer<lora::lora_model<Base>> t(m, data, s.train);
+  train::run_files<lora::lora_model<Base>> files(s.out / fmt::format("N{}", size) / (r.method == "LoRA" ? "lora" : "qlora"), s.lc,
+                                                 s.targets, s.model_path);
+  r.train = t.observe(files).run();
   return r;
 }
 
@@ -97,7 +99,7 @@ int main(int argc, char** argv) try {
   namespace po = experiments::po;
   experiments::common_options common;
   setup s;
-  lora::dataset_config dc;
+  data::dataset_config dc;
   std::string model_path, tokenizer_path, data_path = "/usr/share/games/fortunes/fortunes", format = "text",
               sizes_text = "50,100,200,400", val = "31", targets_text = "all-linear", out_dir = "results/lora_vs_qlora";
   po::options_description desc("lora_vs_qlora: LoRA (float32 base) vs QLoRA (nf4 + double quant base) at several data sizes");
@@ -125,11 +127,11 @@ int main(int argc, char** argv) try {
   LORALAB_CHECK(s.train.epochs > 0, "--epochs must be > 0, got ", s.train.epochs);
   s.lc.validate();
   s.targets = lora::parse_targets(targets_text);
-  s.train.seed = common.seed, s.train.quiet = true;
+  s.train.seed = common.seed;
   s.train.validate();
   dc.file = data_path;
-  dc.format = lora::parse_data_format(format);
-  dc.val = lora::val_size::parse(val);
+  dc.format = data::parse_data_format(format);
+  dc.val = data::val_size::parse(val);
   LORALAB_CHECK(dc.val.count > 0 || dc.val.fraction > 0, "--val-size must be > 0: every run is judged on the validation loss");
   dc.seed = common.seed;
   dc.validate();
@@ -144,7 +146,7 @@ int main(int argc, char** argv) try {
                 file.config.max_seq_len, " (", model_path, ")");
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
   nn::check_vocab_matches(*tok, file.config.vocab_size, tokenizer_path, model_path);
-  const lora::prepared_dataset all = lora::prepare_dataset(dc, *tok);
+  const data::prepared_dataset all = data::prepare_dataset(dc, *tok);
   const std::size_t split = all.train.size();
   std::vector<std::size_t> ns;
   for (std::size_t n : sizes) {
@@ -169,8 +171,8 @@ int main(int argc, char** argv) try {
   // Size N trains on the first N records of the shuffled train split; LoRA and QLoRA see the same batches.
   std::vector<run_result> runs;
   for (std::size_t n : ns) {
-    lora::prepared_dataset d = all;
-    d.train = lora::batch_loader(std::vector(all.train.rows().begin(), all.train.rows().begin() + std::ptrdiff_t(n)),
+    data::prepared_dataset d = all;
+    d.train = data::batch_loader(std::vector(all.train.rows().begin(), all.train.rows().begin() + std::ptrdiff_t(n)),
                                  dc.batch_size, tok->eos_id(), dc.seed);
     runs.push_back(run_method(lora::make_lora_dense_model<float>(file), d, s, n, "LoRA", "float32"));
     runs.push_back(run_method(lora::make_lora_quantized_model<qlora_scheme>(file), d, s, n, "QLoRA", quant::scheme_label<qlora_scheme>()));

@@ -31,7 +31,8 @@
 #include "core/atomic_dir.hpp"
 #include "lora/lora.hpp"
 #include "lora/merged_model.hpp"
-#include "lora/trainer.hpp"
+#include "train/run_files.hpp"
+#include "train/trainer.hpp"
 #include "model_cli.hpp"
 #include "nn/meta_dir.hpp"
 #include "nn/model_io.hpp"
@@ -122,8 +123,8 @@ int main(int argc, char** argv) try {
   experiments::common_options common;
   std::string model_path, tokenizer_path, adapter, base = "nf4+dq", data_path = "/usr/share/games/fortunes/fortunes", format = "text",
               prompts_path, out_dir = "results/merge_compare";
-  lora::dataset_config dc;
-  lora::train_options o;
+  data::dataset_config dc;
+  train::train_options o;
   int records = 400, max_new = 40;
   bool quick = false;
   po::options_description desc("merge_compare: base, unmerged adapter, HF and Meta merges, requantized merge side by side");
@@ -149,14 +150,14 @@ int main(int argc, char** argv) try {
   LORALAB_CHECK(records > 0 && max_new > 0, "--records and --max-new-tokens must be > 0");
   if (model_path.empty()) model_path = experiments::default_model_file("stories260K.bin", argv[0]);
   if (tokenizer_path.empty()) tokenizer_path = experiments::default_model_file("tok512.model", argv[0]);
-  dc.file = data_path, dc.format = lora::parse_data_format(format), dc.val = lora::val_size::parse("31"), dc.seed = common.seed;
+  dc.file = data_path, dc.format = data::parse_data_format(format), dc.val = data::val_size::parse("31"), dc.seed = common.seed;
   dc.validate();
   const fs::path out(out_dir);
 
   const nn::model_file file = nn::load_model_file(model_path);
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
   nn::check_vocab_matches(*tok, file.config.vocab_size, tokenizer_path, model_path);
-  lora::prepared_dataset data = lora::prepare_dataset(dc, *tok);
+  data::prepared_dataset data = data::prepare_dataset(dc, *tok);
   inputs in{tok.get(), {}, {}, read_prompts(prompts_path), max_new, std::min(file.config.max_seq_len, 256)};
   for (const auto& r : data.val.rows()) in.val_ids.insert(in.val_ids.end(), r.input_ids.begin(), r.input_ids.end());
   in.probe.assign(in.val_ids.begin(), in.val_ids.begin() + std::min<std::ptrdiff_t>(in.context, std::ptrdiff_t(in.val_ids.size())));
@@ -164,16 +165,18 @@ int main(int argc, char** argv) try {
 
   if (adapter.empty()) {  // a short QLoRA (or LoRA) run, so that base and adapter differ visibly
     adapter = (out / "adapter").string();
-    data.train = lora::batch_loader(std::vector(data.train.rows().begin(), data.train.rows().begin() +
+    data.train = data::batch_loader(std::vector(data.train.rows().begin(), data.train.rows().begin() +
                                                 std::min<std::ptrdiff_t>(records, std::ptrdiff_t(data.train.size()))),
                                     dc.batch_size, tok->eos_id(), dc.seed);
     lora::lora_config lc;
     const auto targets = lora::parse_targets("all-linear");
-    o.lr = 3e-3, o.seed = common.seed, o.quiet = true, o.output_dir = adapter;
-    experiments::with_lora_model(file, quant, dq, [&](auto& m) {
+    o.lr = 3e-3, o.seed = common.seed;
+    experiments::with_lora_model(file, quant, dq, [&]<class Base>(lora::lora_model<Base>& m) {
       lora::attach_adapters(m, lc, targets, o.seed);
-      lora::trainer t(m, data, lc, targets, o, experiments::base_model_record(file, model_path, "", o.output_dir));
-      const auto rec = t.run();
+      lora::prepare_for_kbit_training(m);
+      train::trainer<lora::lora_model<Base>> t(m, data, o);
+      train::run_files<lora::lora_model<Base>> files(adapter, lc, targets, experiments::base_model_record(file, model_path, "", adapter));
+      const auto rec = t.observe(files).run();
       fmt::print("trained {}: {} steps in {:.1f} s, eval loss {:.4f}\n", adapter, rec.steps, rec.train_runtime, rec.final_eval_loss);
     });
   }

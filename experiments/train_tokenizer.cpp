@@ -5,7 +5,7 @@
 ///   build/experiments/train_tokenizer --input ../shared/data/tinystories_validation_100.txt --vocab-size 512
 ///                                     --model-prefix out/tok512_valid        (one command line)
 ///
-/// The corpus is read with lora/dataset.hpp (--format, --text-split), each record rendered with its format's
+/// The corpus is read with data/dataset.hpp (--format, --text-split), each record rendered with its format's
 /// template (prompt + response) and fed to sentencepiece::SentencePieceTrainer one line per sentence, so newlines
 /// are never inside a piece and encode as the byte token <0x0A>, as in Llama's tokenizer. Settings follow
 /// llama2.c's train_vocab (and Llama's tokenizer.model): BPE by default, byte_fallback, split_digits, identity
@@ -31,7 +31,7 @@
 
 #include "common.hpp"
 #include "core/atomic_file.hpp"
-#include "lora/dataset.hpp"
+#include "data/dataset.hpp"
 #include "nn/tokenizer.hpp"
 
 using namespace loralab;
@@ -80,8 +80,8 @@ int main(int argc, char** argv) try {
   experiments::po::variables_map vm;
   if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
 
-  const lora::data_format format = lora::parse_data_format(format_name);
-  const lora::text_split split = lora::parse_text_split(split_name);
+  const data::data_format format = data::parse_data_format(format_name);
+  const data::text_split split = data::parse_text_split(split_name);
   LORALAB_CHECK(model_type == "bpe" || model_type == "unigram", "--model-type must be bpe or unigram, got '",
                 model_type, "'");
   // 3 specials + 256 byte pieces are always in the vocabulary; SentencePiece checks the rest (characters, corpus).
@@ -93,14 +93,14 @@ int main(int argc, char** argv) try {
       input, lora::to_string(format), lora::to_string(split), vocab_size, model_type, prefix, common.seed, threads);
 
   // Documents as the model will see them, then one sentence per non-blank line.
-  const std::vector<lora::record> records = lora::load_records(input, format, split);
+  const std::vector<data::record> records = data::load_records(input, format, split);
   std::vector<std::string> documents, sentences;
   std::size_t bytes = 0;
-  for (const lora::record& r : records) {
-    const lora::rendered_record t = lora::render(lora::default_template(format), r);
+  for (const data::record& r : records) {
+    const data::rendered_record t = data::render(data::default_template(format), r);
     documents.push_back(t.prompt + t.response);
     bytes += documents.back().size();
-    for (const auto& rec : lora::split_text(documents.back(), lora::text_split::line)) sentences.push_back(rec.output);
+    for (const auto& rec : lora::split_text(documents.back(), data::text_split::line)) sentences.push_back(rec.output);
   }
 
   const fs::path out_prefix(prefix);

@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// loralab::lora — adapters over dense or quantized linears, target modules, PEFT files.
+// loralab::lora — adapters over dense or quantized linears, target modules, merges, PEFT files.
 #include "lora/lora_config.hpp"
 #include "lora/lora_linear.hpp"
 #include "lora/lora_model.hpp"
 #include "lora/merged_model.hpp"
-#include "lora/lr_schedule.hpp"
-#include "lora/optimizer.hpp"
 #include "lora/peft_io.hpp"
 #include "lora/targets.hpp"

@@ -56,10 +56,9 @@ std::vector<std::string> linear_module_names(lora_model<Base>& m) {
   return names;
 }
 
-/// PEFT's prepare_model_for_kbit_training + get_peft_model: freeze everything, attach adapters where the
-/// targets match (seeded initialisation, in module order), turn gradient checkpointing on for quantized bases
-/// (PEFT's default). Returns how many modules got an adapter. Unknown target names are an error listing the
-/// model's modules.
+/// PEFT's get_peft_model: freeze everything, attach adapters where the targets match (seeded initialisation, in
+/// module order). Returns how many modules got an adapter. Unknown target names are an error listing the model's
+/// modules. Gradient checkpointing is left as it is: see prepare_for_kbit_training.
 template <class Base>
 int attach_adapters(lora_model<Base>& m, const lora_config& cfg, const target_spec& targets, std::uint64_t seed) {
   cfg.validate();
@@ -74,8 +73,19 @@ int attach_adapters(lora_model<Base>& m, const lora_config& cfg, const target_sp
     lin.adapter = make_adapter<typename Base::scalar>(cfg, lin.out_features(), lin.in_features(), rng);
     ++count;
   });
-  if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<typename Base::scalar>>) m.gradient_checkpointing = true;
   return count;
+}
+
+/// Whether the base linears store something other than trainable dense floats (a quantized or bf16 base).
+template <class Base>
+inline constexpr bool has_frozen_storage = !std::same_as<typename Base::weight_type, nn::dense_weight<typename Base::scalar>>;
+
+/// PEFT's prepare_model_for_kbit_training(use_gradient_checkpointing=True): a base stored in k bits trains with
+/// gradient checkpointing (each block recomputed in backward). A dense base is left as it is. Returns the setting.
+template <class Base>
+bool prepare_for_kbit_training(lora_model<Base>& m) {
+  if constexpr (has_frozen_storage<Base>) m.gradient_checkpointing = true;
+  return m.gradient_checkpointing;
 }
 
 /// Visits every adapter with the key PEFT saves it under (base_model.model.<module>.lora_A.weight / lora_B).

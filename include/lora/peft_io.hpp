@@ -188,7 +188,6 @@ loaded_adapter_config load_adapter(lora_model<Base>& m, const std::filesystem::p
   });
   for (const auto& t : file.tensors())
     LORALAB_CHECK(used.count(t.name), where, ": unexpected tensor '", t.name, "' (no targeted module of this model has it)");
-  if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<S>>) m.gradient_checkpointing = true;
   return cfg;
 }
 

@@ -8,7 +8,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "../nn/gradcheck.hpp"
-#include "../nn/random_model.hpp"
+#include "nn/random_model.hpp"
 #include "lora/lora.hpp"
 #include "nn/model_io.hpp"
 #include "quant/schemes.hpp"
@@ -106,7 +106,7 @@ BOOST_AUTO_TEST_CASE(lora_linear_over_quantized_bases_matches_finite_differences
 
 BOOST_AUTO_TEST_CASE(adapters_start_as_a_no_op_and_targets_follow_peft) {
   auto g = loralab::testing::rng(32);
-  const auto file = loralab::testing::random_model_file(tiny(), g());
+  const auto file = loralab::nn::random_model_file(tiny(), g());
   auto base = nn::make_dense_model<float>(file);
   auto m = make_lora_dense_model<float>(file);
   BOOST_TEST(attach_adapters(m, lora_config{}, target_spec::from(qv_targets{}), 1) == 4);
@@ -140,7 +140,9 @@ BOOST_AUTO_TEST_CASE(trainable_parameters_in_peft_format_on_stories260K) {
   auto q = make_lora_quantized_model<quant::double_quant<quant::nf4<64>>>(nn::read_llama2c(LORALAB_SHARED_DIR "/models/stories260K.bin"));
   attach_adapters(q, lora_config{}, target_spec::from(qv_targets{}), 1);
   BOOST_TEST(trainable_parameters_line(q) == "trainable params: 8,960 || all params: 268,992 || trainable%: 3.3310");
-  BOOST_TEST(q.gradient_checkpointing, "k-bit preparation turns gradient checkpointing on");
+  BOOST_TEST(!q.gradient_checkpointing, "attaching adapters leaves checkpointing alone");
+  BOOST_TEST(prepare_for_kbit_training(q), "k-bit preparation turns gradient checkpointing on");
+  BOOST_TEST(!prepare_for_kbit_training(m), "... but not for a dense base");
   BOOST_TEST(with_commas(6738710528) == "6,738,710,528");
 }
 
@@ -171,7 +173,7 @@ BOOST_AUTO_TEST_CASE(storage_census_and_frozen_bits_per_weight) {
   // Frozen-weight bytes in the ratio 4.127/32 (QLoRA's claim): on a block of 512·512 and 1536·512 linears the
   // per-tensor constants (1,028 bytes: offset and nested map) add 0.017 bits; without them the ratio is exact.
   nn::llama_config c{.dim = 512, .hidden_dim = 1536, .n_layers = 1, .n_heads = 8, .n_kv_heads = 8, .vocab_size = 32, .max_seq_len = 16};
-  const auto big = testing::random_model_file(c, testing::rng(31)(), 0.05f);
+  const auto big = loralab::nn::random_model_file(c, testing::rng(31)(), 0.05f);
   auto fl = make_lora_dense_model<float>(big);
   auto nf = make_lora_quantized_model<quant::nf4<64>>(big);
   auto nq = make_lora_quantized_model<dq>(big);
@@ -189,7 +191,7 @@ BOOST_AUTO_TEST_CASE(storage_census_and_frozen_bits_per_weight) {
 
 BOOST_AUTO_TEST_CASE(whole_model_adapter_gradients_and_checkpointing) {
   auto g = loralab::testing::rng(33);
-  const auto file = loralab::testing::random_model_file(tiny(), g());
+  const auto file = loralab::nn::random_model_file(tiny(), g());
   auto m = make_lora_dense_model<double>(file);
   lora_config c;
   c.r = 2, c.dropout = 0.2;
@@ -226,7 +228,7 @@ BOOST_AUTO_TEST_CASE(whole_model_adapter_gradients_and_checkpointing) {
 
 BOOST_AUTO_TEST_CASE(merge_unmerge_and_unload) {
   auto g = loralab::testing::rng(34);
-  const auto file = loralab::testing::random_model_file(tiny(), g());
+  const auto file = loralab::nn::random_model_file(tiny(), g());
   std::vector<int> tokens = {1, 5, 7, 2, 9, 3};
   auto m = make_lora_dense_model<float>(file);
   attach_adapters(m, lora_config{}, parse_targets("all-linear"), 3);
@@ -263,7 +265,7 @@ BOOST_AUTO_TEST_CASE(merge_unmerge_and_unload) {
 
 BOOST_AUTO_TEST_CASE(peft_files_round_trip_and_bad_files_are_refused) {
   auto g = loralab::testing::rng(35);
-  const auto file = loralab::testing::random_model_file(tiny(), g());
+  const auto file = loralab::nn::random_model_file(tiny(), g());
   loralab::testing::temp_dir dir;
   lora_config c;
   c.r = 4, c.alpha = 16, c.dropout = 0.05;

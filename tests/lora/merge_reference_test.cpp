@@ -10,7 +10,7 @@
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
-#include "../nn/random_model.hpp"
+#include "nn/random_model.hpp"
 #include "io/torch_pth.hpp"
 #include "lora/lora.hpp"
 #include "lora/merged_model.hpp"
@@ -103,7 +103,7 @@ BOOST_AUTO_TEST_CASE(qlora_merge_over_the_dequantized_base_equals_unmerged) {
   auto g = loralab::testing::rng(81);
   nn::llama_config c;
   c.dim = 64, c.hidden_dim = 96, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.vocab_size = 50, c.max_seq_len = 16;
-  const auto file = loralab::testing::random_model_file(c, g());
+  const auto file = loralab::nn::random_model_file(c, g());
   auto m = make_lora_quantized_model<quant::double_quant<quant::nf4<64>>>(file);
   lora_config lc;
   lc.r = 4, lc.alpha = 8;
@@ -127,7 +127,7 @@ BOOST_AUTO_TEST_CASE(rank_and_alpha_patterns_survive_a_save) {
   auto g = loralab::testing::rng(82);
   nn::llama_config c;
   c.dim = 32, c.hidden_dim = 48, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 4, c.vocab_size = 40, c.max_seq_len = 16;
-  const auto file = loralab::testing::random_model_file(c, g());
+  const auto file = loralab::nn::random_model_file(c, g());
   auto m = make_lora_dense_model<float>(file);
   lora_config lc;
   lc.r = 4, lc.alpha = 8;

@@ -8,7 +8,7 @@
 
 #include "gradcheck.hpp"
 #include "nn/llama.hpp"
-#include "random_model.hpp"
+#include "nn/random_model.hpp"
 #include "test_support.hpp"
 
 using namespace loralab::nn;
@@ -45,7 +45,7 @@ BOOST_AUTO_TEST_SUITE(model)
 BOOST_AUTO_TEST_CASE(every_parameter_gradient_matches_finite_differences) {
   for (bool tied : {true, false}) {
     auto g = loralab::testing::rng(20 + tied);
-    auto m = make_dense_model<double>(loralab::testing::random_model_file(tiny(tied), g()));
+    auto m = make_dense_model<double>(loralab::nn::random_model_file(tiny(tied), g()));
     m.set_all_trainable(true);
     const batch b = random_batch(g, m.config.vocab_size);
     loss_of(m, b);
@@ -63,7 +63,7 @@ BOOST_AUTO_TEST_CASE(every_parameter_gradient_matches_finite_differences) {
 
 BOOST_AUTO_TEST_CASE(gradient_checkpointing_gives_identical_gradients_and_saves_memory) {
   auto g = loralab::testing::rng(22);
-  const auto file = loralab::testing::random_model_file(tiny(true), g());
+  const auto file = loralab::nn::random_model_file(tiny(true), g());
   const batch b = random_batch(g, 11);
   auto plain = make_dense_model<float>(file), ckpt = make_dense_model<float>(file);
   plain.set_all_trainable(true), ckpt.set_all_trainable(true);
@@ -81,7 +81,7 @@ BOOST_AUTO_TEST_CASE(gradient_checkpointing_gives_identical_gradients_and_saves_
 
 BOOST_AUTO_TEST_CASE(frozen_parameters_hold_no_gradient_buffers) {
   auto g = loralab::testing::rng(23);
-  auto m = make_dense_model<float>(loralab::testing::random_model_file(tiny(true), g()));
+  auto m = make_dense_model<float>(loralab::nn::random_model_file(tiny(true), g()));
   BOOST_TEST(m.measured_memory().grads == 0u);
   m.set_all_trainable(true);
   BOOST_TEST(m.measured_memory().grads == m.measured_memory().weights);
@@ -105,7 +105,7 @@ void check_memory_plan(Model& m, const batch& b, const char* what) {
 BOOST_AUTO_TEST_CASE(planned_memory_equals_allocated_bytes) {
   auto g = loralab::testing::rng(24);
   for (bool ckpt : {false, true}) {
-    const auto file = loralab::testing::random_model_file(tiny(ckpt), g());
+    const auto file = loralab::nn::random_model_file(tiny(ckpt), g());
     const batch b = random_batch(g, 11);
     auto dense = make_dense_model<float>(file);
     dense.set_all_trainable(true);
@@ -123,7 +123,7 @@ BOOST_AUTO_TEST_CASE(planned_memory_equals_allocated_bytes) {
 
 BOOST_AUTO_TEST_CASE(bad_batches_are_refused) {
   auto g = loralab::testing::rng(25);
-  auto m = make_dense_model<float>(loralab::testing::random_model_file(tiny(true), g()));
+  auto m = make_dense_model<float>(loralab::nn::random_model_file(tiny(true), g()));
   BOOST_CHECK_THROW(m.forward({1, 2, 3}, 1, 4), loralab::error);           // wrong count
   BOOST_CHECK_THROW(m.forward({1, 2, 99}, 1, 3), loralab::error);          // id outside the vocabulary
   BOOST_CHECK_THROW(m.forward(std::vector<int>(9, 1), 1, 9), loralab::error);  // longer than the context

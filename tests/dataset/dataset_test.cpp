@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// lora/dataset.hpp and lora/prompt_template.hpp on the real data in shared/data and the Debian fortunes:
+// data/dataset.hpp and data/prompt_template.hpp on the real data in shared/data and the Debian fortunes:
 // record counts, exact template strings, the loss mask, truncation and packing, seeded shuffles and splits,
 // shifted targets in batches, and the errors malformed files give.
-#include "lora/dataset.hpp"
+#include "data/dataset.hpp"
 
 #include <algorithm>
 #include <boost/test/unit_test.hpp>
@@ -18,16 +18,16 @@
 #include <string_view>
 #include <vector>
 
-#include "lora/prompt_template.hpp"
+#include "data/prompt_template.hpp"
 #include "nn/tokenizer.hpp"
 #include "test_support.hpp"
 
 #ifndef LORALAB_SHARED_DIR
-#error "LORALAB_SHARED_DIR must name the shared/ folder (tests/lora/CMakeLists.txt defines it)"
+#error "LORALAB_SHARED_DIR must name the shared/ folder (tests/dataset/CMakeLists.txt defines it)"
 #endif
 
 namespace fs = std::filesystem;
-using namespace loralab::lora;
+using namespace loralab::data;
 
 namespace {
 

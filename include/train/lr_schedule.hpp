@@ -14,7 +14,7 @@
 
 #include "core/check.hpp"
 
-namespace loralab::lora {
+namespace loralab::train {
 
 enum class schedule_kind {
   constant,  ///< HF constant_with_warmup: λ(s) = s/max(1,W) for s < W, else 1 (W = 0 is HF "constant")
@@ -81,4 +81,4 @@ struct lr_schedule {
   }
 };
 
-}  // namespace loralab::lora
+}  // namespace loralab::train

@@ -16,13 +16,13 @@
 #include <boost/test/unit_test.hpp>
 #include <omp.h>
 
-#include "lora/lr_schedule.hpp"
-#include "lora/optimizer.hpp"
+#include "train/lr_schedule.hpp"
+#include "train/optimizer.hpp"
 #include "quant/codebooks.hpp"
 #include "quant/codec.hpp"
 #include "test_support.hpp"
 
-namespace ll = loralab::lora;
+namespace ll = loralab::train;
 namespace cb = loralab::quant::codebooks;
 namespace tt = boost::test_tools;
 

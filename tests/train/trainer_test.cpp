@@ -8,13 +8,16 @@
 #include <boost/test/unit_test.hpp>
 
 #include "lora/lora.hpp"
-#include "lora/trainer.hpp"
+#include "train/run_files.hpp"
+#include "train/trainer.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
 #include "test_support.hpp"
 
 using namespace loralab;
 using namespace loralab::lora;
+using namespace loralab::data;
+using namespace loralab::train;
 
 namespace {
 const std::string shared = LORALAB_SHARED_DIR;
@@ -35,23 +38,32 @@ prepared_dataset quotes(int batch_size, int val = 0) {
   return prepare_dataset(dc, *tok);
 }
 
-train_options options(const std::filesystem::path& out, int steps) {
-  train_options o;
+/// The options of a test run, and where its files go.
+struct run_options : train_options {
+  std::filesystem::path output_dir;
+  bool resume = false;
+};
+
+run_options options(const std::filesystem::path& out, int steps) {
+  run_options o;
   o.output_dir = out;
   o.max_steps = steps;
   o.lr = 2e-3;
   o.logging_steps = 5;
-  o.quiet = true;
   return o;
 }
 
-template <class Model>
-run_record train(Model& m, prepared_dataset& d, const train_options& o, double dropout = 0.05) {
+template <class Base>
+run_record train_run(lora_model<Base>& m, prepared_dataset& d, const run_options& o, double dropout = 0.05) {
   lora_config lc;
   lc.dropout = dropout;
   const auto targets = parse_targets("q_proj,v_proj");
-  if (!o.resume) attach_adapters(m, lc, targets, o.seed);
-  trainer t(m, d, lc, targets, o, "stories260K");
+  attach_adapters(m, lc, targets, o.seed);
+  prepare_for_kbit_training(m);
+  trainer<lora_model<Base>> t(m, d, o);
+  run_files<lora_model<Base>> files(o.output_dir, lc, targets, "stories260K");
+  t.observe(files);
+  if (o.resume) BOOST_TEST(resume_latest(t, o.output_dir, nullptr) > 0);
   return t.run();
 }
 }  // namespace
@@ -68,10 +80,10 @@ BOOST_AUTO_TEST_CASE(lora_and_qlora_lower_train_and_eval_loss) {
     run_record r;
     if (q) {
       auto m = make_lora_quantized_model<quant::double_quant<quant::nf4<64>>>(stories());
-      r = train(m, d, o);
+      r = train_run(m, d, o);
     } else {
       auto m = make_lora_dense_model<float>(stories());
-      r = train(m, d, o);
+      r = train_run(m, d, o);
     }
     const double first = (r.step_losses[0] + r.step_losses[1] + r.step_losses[2]) / 3;
     const double last = (r.step_losses[37] + r.step_losses[38] + r.step_losses[39]) / 3;
@@ -96,17 +108,21 @@ BOOST_AUTO_TEST_CASE(interrupt_and_resume_continue_bit_for_bit) {
   loralab::testing::temp_dir dir;
   auto d = quotes(4);
   auto straight = make_lora_dense_model<float>(stories());
-  const auto full = train(straight, d, options(dir.path / "straight", 12));
+  const auto full = train_run(straight, d, options(dir.path / "straight", 12));
   auto o = options(dir.path / "resumed", 12);
   o.stop_after_steps = 5;  // as if interrupted (SIGINT takes the same path)
   auto first = make_lora_dense_model<float>(stories());
-  const auto part = train(first, d, o);
+  const auto part = train_run(first, d, o);
   BOOST_TEST(part.interrupted);
   BOOST_TEST(std::filesystem::exists(o.output_dir / "checkpoint-5" / "trainer_state.json"));
   o.stop_after_steps = 0, o.resume = true;
   auto second = make_lora_dense_model<float>(stories());
-  attach_adapters(second, lora_config{}, parse_targets("q_proj,v_proj"), 999);  // overwritten by the checkpoint
-  const auto rest = train(second, d, o);
+  o.seed = 999;  // the adapters' initialisation differs; the checkpoint overwrites them ...
+  BOOST_CHECK_EXCEPTION(train_run(second, d, o), loralab::error, [](const loralab::error& e) {  // ... but not the seed
+    return std::string(e.what()).find("saved with --seed 42, resumed with --seed 999") != std::string::npos;
+  });
+  o.seed = 42;
+  const auto rest = train_run(second, d, o);
   BOOST_TEST_REQUIRE(rest.step_losses.size() == full.step_losses.size());
   for (std::size_t i = 0; i < full.step_losses.size(); ++i)
     BOOST_TEST(rest.step_losses[i] == full.step_losses[i], "step " << i + 1);  // bit for bit
@@ -119,14 +135,14 @@ BOOST_AUTO_TEST_CASE(same_seed_same_numbers_and_accumulation_is_a_token_mean) {
   loralab::testing::temp_dir dir;
   auto d2 = quotes(2), d1 = quotes(1);
   auto a = make_lora_dense_model<float>(stories()), b = make_lora_dense_model<float>(stories());
-  const auto ra = train(a, d2, options(dir.path / "a", 6), 0.0);
-  const auto rb = train(b, d2, options(dir.path / "b", 6), 0.0);
+  const auto ra = train_run(a, d2, options(dir.path / "a", 6), 0.0);
+  const auto rb = train_run(b, d2, options(dir.path / "b", 6), 0.0);
   BOOST_TEST(ra.step_losses == rb.step_losses);
   // batch 2 x 1 micro-batch vs batch 1 x 2 micro-batches: the same rows, the same token-mean loss per step
   auto c = make_lora_dense_model<float>(stories());
   auto o = options(dir.path / "c", 6);
   o.grad_accum = 2;
-  const auto rc = train(c, d1, o, 0.0);
+  const auto rc = train_run(c, d1, o, 0.0);
   for (std::size_t i = 0; i < ra.step_losses.size(); ++i)
     BOOST_TEST(rc.step_losses[i] == ra.step_losses[i], boost::test_tools::tolerance(1e-5));
 }
@@ -140,7 +156,9 @@ BOOST_AUTO_TEST_CASE(nan_loss_stops_with_a_clear_message) {
   m.layers[2].q_proj.adapter->A(0, 0) = NAN;
   m.layers[2].q_proj.adapter->B(0, 0) = 1.0f;
   auto o = options(dir.path / "nan", 5);
-  trainer t(m, d, lc, parse_targets("q_proj"), o, "stories260K");
+  trainer t(m, d, o);
+  run_files<decltype(m)> files(o.output_dir, lc, parse_targets("q_proj"), "stories260K");
+  t.observe(files);
   BOOST_CHECK_EXCEPTION(t.run(), loralab::error, [](const loralab::error& e) {
     const std::string s = e.what();
     BOOST_TEST_MESSAGE(s);

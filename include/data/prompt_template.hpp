@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Prompt templates: how one training record becomes a (prompt, response) pair of strings. The prompt is what the
-// model is given, the response what it learns to write (lora/dataset.hpp masks the prompt's labels).
+// model is given, the response what it learns to write (data/dataset.hpp masks the prompt's labels).
 //
 //   alpaca  Stanford Alpaca (tatsu-lab/stanford_alpaca train.py, PROMPT_DICT), two variants:
 //           with input:    "Below is an instruction that describes a task, paired with an input that provides
@@ -30,9 +30,9 @@
 
 #include "core/check.hpp"
 
-namespace loralab::lora {
+namespace loralab::data {
 
-/// One training record as the loaders in lora/dataset.hpp read it. Instruction formats fill instruction, input
+/// One training record as the loaders in data/dataset.hpp read it. Instruction formats fill instruction, input
 /// (Alpaca's input, Dolly's context; may be empty) and output (Alpaca's output, Dolly's response); text formats
 /// (plain text, quotes) leave instruction and input empty and put the document in `output`.
 struct record {
@@ -149,4 +149,4 @@ inline rendered_record render(prompt_template t, const record& r) {
   fail("render: unknown prompt_template value ", static_cast<int>(t));
 }
 
-}  // namespace loralab::lora
+}  // namespace loralab::data

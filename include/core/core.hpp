@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// loralab core — errors (LORALAB_CHECK, loralab::error), atomic files and directories, host/device annotations.
+#include "core/atomic_dir.hpp"
+#include "core/atomic_file.hpp"
+#include "core/check.hpp"
+#include "core/host_device.hpp"

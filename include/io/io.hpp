@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// loralab::io — file formats: safetensors, torch .pth (zip + restricted pickle), Python float repr.
+#include "io/python_float.hpp"
+#include "io/safetensors.hpp"
+#include "io/torch_pickle.hpp"
+#include "io/torch_pth.hpp"
+#include "io/zip_archive.hpp"

@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The training loop of HF Trainer, for LoRA adapters on a lora_model (dense or quantized base):
+//   per optimizer step: GA micro-batches (loss = token mean over the whole window), clip the global grad norm
+//   (pre-clip norm logged), optimizer step at lr_at(step), zero grads; log {'loss', 'grad_norm',
+//   'learning_rate', 'epoch'} every logging_steps (loss = mean over the steps since the last log, rounded to 4);
+//   eval loss every eval_steps with early stopping (the best adapter is kept and restored, as HF's
+//   load_best_model_at_end); a checkpoint every save_steps, at an interrupt and at an early stop. Batches and dropout
+//   masks are pure functions of (seed, step), so a run restored from a checkpoint continues bit-identically.
+//   SIGINT finishes the step in flight, checkpoints and stops; a NaN/Inf loss stops with a clear message.
+//
+// The trainer computes; it writes nothing. What a run shows or keeps is up to its observers (train_observer):
+// train/console_log.hpp prints HF's log lines, train/run_files.hpp writes the output directory (adapter,
+// checkpoints, metrics.jsonl, run.json) and resumes from it. A run with no observer is a pure computation whose
+// result is the returned run_record.
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "data/dataset.hpp"
+#include "lora/lora_model.hpp"
+#include "train/lr_schedule.hpp"
+#include "train/optimizer.hpp"
+
+namespace loralab::train {
+
+struct train_options {
+  double lr = 2e-4;
+  schedule_kind scheduler = schedule_kind::linear;
+  int warmup_steps = 0;
+  int max_steps = 0;       ///< > 0: exactly this many optimizer steps; else from epochs
+  double epochs = 1;
+  int grad_accum = 1;
+  double max_grad_norm = 1.0;
+  std::string optim = "adamw";
+  double weight_decay = 0;
+  int logging_steps = 10;
+  int eval_steps = 0;      ///< 0: evaluate only at the end (when there is a validation set)
+  int save_steps = 0;      ///< 0: no intermediate checkpoints (observers decide where a checkpoint goes)
+  /// Evaluations without improvement before stopping (0: never). As HF's EarlyStoppingCallback, which requires
+  /// load_best_model_at_end: the best adapter is the final adapter of a stopped run.
+  int early_stopping_patience = 0;
+  std::uint64_t seed = 42;
+  int stop_after_steps = 0;  ///< > 0: stop (with a checkpoint) after this many steps of this run: interrupt tests
+
+  void validate() const {
+    LORALAB_CHECK(lr > 0 && std::isfinite(lr), "--lr must be a finite value > 0, got ", lr);
+    LORALAB_CHECK(warmup_steps >= 0, "--warmup-steps must be >= 0, got ", warmup_steps);
+    LORALAB_CHECK(grad_accum >= 1, "--grad-accum must be >= 1, got ", grad_accum);
+    LORALAB_CHECK(max_steps > 0 || epochs > 0, "--max-steps or --epochs must be > 0");
+    LORALAB_CHECK(logging_steps >= 1, "--logging-steps must be >= 1, got ", logging_steps);
+    LORALAB_CHECK(eval_steps >= 0 && save_steps >= 0, "--eval-steps and --save-steps must be >= 0");
+    LORALAB_CHECK(weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
+    LORALAB_CHECK(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0, got ", early_stopping_patience);
+    (void)parse_optimizer_kind(optim);
+  }
+};
+
+/// One log or eval event, as HF Trainer's log_history holds it.
+struct log_event {
+  int step = 0;
+  nlohmann::ordered_json values;
+};
+
+/// What a run produced: experiments turn it into tables, CSV/JSON and plots.
+struct run_record {
+  std::vector<double> step_losses;  ///< training loss of every optimizer step (token mean over its window)
+  std::vector<double> step_seconds; ///< wall time of each optimizer step this run took (forward to optimizer update)
+  std::vector<log_event> history;
+  double final_eval_loss = NAN;
+  double train_runtime = 0, samples_per_second = 0, steps_per_second = 0, tokens_per_second = 0, train_loss = 0;
+  int steps = 0;
+  bool stopped_early = false, interrupted = false;
+  nn::memory_report memory;
+  std::size_t peak_rss_bytes = 0;  ///< this run's peak resident memory (the process's, where Linux can't reset it)
+};
+
+/// What a checkpoint holds besides the adapters and the optimizer state: enough to continue bit-identically.
+struct trainer_state {
+  int global_step = 0;
+  double epoch = 0;
+  double best_eval_loss = INFINITY;
+  int bad_evals = 0;
+  std::uint64_t seed = 0;
+  std::vector<double> step_losses;
+  std::vector<log_event> history;
+};
+
+namespace detail {
+inline std::atomic<bool> sigint_seen{false};
+extern "C" inline void on_sigint(int) { sigint_seen = true; }
+
+/// The run's own peak resident memory: Linux resets the high-water mark VmHWM when "5" is written to
+/// /proc/self/clear_refs, so a program that trains several times does not pass one run's peak on to the next.
+/// Where the reset is refused, VmHWM is the process's peak; without /proc, ru_maxrss (the same).
+inline void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+inline std::size_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::size_t(std::stoull(line.substr(6))) * 1024;
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return std::size_t(u.ru_maxrss) * 1024;
+}
+
+inline double round4(double x) { return std::round(x * 1e4) / 1e4; }
+}  // namespace detail
+
+/// The adapters' trainable parameters, named as PEFT saves them.
+template <class Model>
+std::vector<param_ref> adapter_parameters(Model& m) {
+  static_assert(std::same_as<typename Model::S, float>, "the trainer works on float models");
+  std::vector<param_ref> params;
+  lora::for_each_adapter(m, [&](const std::string& key, auto& a, auto&) {
+    params.push_back({key + ".lora_A.weight", a.A.data(), a.dA.data(), std::size_t(a.A.size()), true});
+    params.push_back({key + ".lora_B.weight", a.B.data(), a.dB.data(), std::size_t(a.B.size()), true});
+  });
+  return params;
+}
+
+/// Token-mean loss over every batch of `loader` with adapters in eval mode (no dropout).
+template <class Model>
+double evaluate(Model& m, const data::batch_loader& loader) {
+  lora::set_adapter_mode(m, false, 0);
+  double sum = 0;
+  long long count = 0;
+  for (int i = 0; i < loader.num_batches(); ++i) {
+    const data::batch b = loader.batch_at(0, i);
+    m.forward(b.tokens, b.B, b.T);
+    sum += m.loss(b.targets, 1.0);  // denominator 1: the sum over the batch's targets
+    count += b.trainable_tokens;
+  }
+  return sum / double(count);
+}
+
+template <class Model>
+class trainer;
+
+/// Watches a run: every hook is optional. Observers are called in the order they were added.
+template <class Model>
+struct train_observer {
+  virtual ~train_observer() = default;
+  /// Before the first step of this run (start_step > 0 after restore()).
+  virtual void on_begin(trainer<Model>&, int /*start_step*/) {}
+  /// After every optimizer step (1-based step).
+  virtual void on_step(trainer<Model>&, int /*step*/, double /*loss*/) {}
+  /// Every log line (loss, grad_norm, learning_rate, epoch) and every evaluation (eval_loss, epoch).
+  virtual void on_log(trainer<Model>&, const log_event&) {}
+  /// A new best eval loss while early stopping is on: the model holds that adapter now.
+  virtual void on_best(trainer<Model>&) {}
+  /// A checkpoint: every save_steps, at an interrupt, at an early stop (the model holds the step's adapter).
+  virtual void on_checkpoint(trainer<Model>&, const trainer_state&) {}
+  /// The run is over (finished, stopped early with the best adapter restored, or interrupted).
+  virtual void on_end(trainer<Model>&, const run_record&, const nlohmann::ordered_json& /*summary*/) {}
+};
+
+/// Trains the adapters of a lora::lora_model (any base, any rank type).
+template <class Model>
+class trainer {
+ public:
+  using model_type = Model;
+
+  trainer(model_type& m, const data::prepared_dataset& data, train_options o) : m_(m), data_(data), o_(std::move(o)) {
+    o_.validate();
+    LORALAB_CHECK(data_.train.size() > 0, "the training set is empty");
+    const long long per_epoch = (data_.train.num_batches() + o_.grad_accum - 1) / o_.grad_accum;
+    total_ = o_.max_steps > 0 ? o_.max_steps : int(std::ceil(o_.epochs * double(per_epoch)));
+    sched_ = lr_schedule{o_.scheduler, o_.lr, o_.warmup_steps, total_};
+    sched_.validate();
+    opt_ = make_optimizer(o_.optim, o_.weight_decay);
+    params_ = adapter_parameters(m_);
+    LORALAB_CHECK(!params_.empty(), "no adapter is attached: nothing to train");
+  }
+
+  /// Observers are not owned: they must outlive run().
+  trainer& observe(train_observer<Model>& o) {
+    observers_.push_back(&o);
+    return *this;
+  }
+
+  int total_steps() const { return total_; }
+  const train_options& options() const { return o_; }
+  const optimizer& opt() const { return *opt_; }
+  model_type& model() { return m_; }
+  const data::prepared_dataset& data() const { return data_; }
+  double epoch_at(int step) const { return double(step) * o_.grad_accum / double(data_.train.num_batches()); }
+
+  /// The memory a step will hold (adapters, grads, activations, workspace, optimizer), before step 0.
+  nn::memory_report planned_memory() const {
+    nn::memory_report r = m_.planned_memory(data_.train.batch_size(), max_T());
+    r.optimizer = opt_->planned_state_bytes(params_);
+    return r;
+  }
+
+  /// Continues a run from a checkpoint whose adapters are already in the model (train/run_files.hpp reads one).
+  void restore(const trainer_state& s, const state_dict_t& optimizer_state) {
+    LORALAB_CHECK(s.seed == o_.seed, "the checkpoint was saved with --seed ", s.seed, ", resumed with --seed ", o_.seed,
+                  ": the rest would not be the same run");
+    params_ = adapter_parameters(m_);
+    opt_->load_state_dict(optimizer_state);
+    state_ = s;
+  }
+
+  run_record run() {
+    run_record rec;
+    const int start = state_.global_step;
+    rec.step_losses = state_.step_losses, rec.history = state_.history, rec.steps = start;
+    rec.memory = planned_memory();
+    for (auto* o : observers_) o->on_begin(*this, start);
+    detail::reset_peak_rss();
+    detail::sigint_seen = false;
+    auto previous = std::signal(SIGINT, detail::on_sigint);
+    const auto t0 = std::chrono::steady_clock::now();
+    long long tokens = 0, samples = 0;
+    double since_log = 0;
+    int logged_at = start;
+    for (int step = start; step < total_; ++step) {
+      const auto s0 = std::chrono::steady_clock::now();
+      const double loss = train_step(step, tokens, samples);
+      rec.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+      if (!std::isfinite(loss)) {
+        std::signal(SIGINT, previous);
+        fail("loss is ", std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", " at step ", step + 1,
+             ": training stopped; the last good checkpoint is kept (",
+             last_checkpoint_ > 0 ? "checkpoint-" + std::to_string(last_checkpoint_) : std::string("none saved yet"), ")");
+      }
+      rec.step_losses.push_back(loss);
+      since_log += loss;
+      const int done = step + 1;
+      rec.steps = done;
+      if (done % o_.logging_steps == 0 || done == total_) {
+        nlohmann::ordered_json j;
+        j["loss"] = detail::round4(since_log / (done - logged_at));
+        j["grad_norm"] = last_grad_norm_;
+        j["learning_rate"] = sched_.lr_at(done + 1);
+        j["epoch"] = epoch_at(done);
+        log(rec, done, j);
+        since_log = 0, logged_at = done;
+      }
+      for (auto* o : observers_) o->on_step(*this, done, loss);
+      if (data_.val.size() > 0 && o_.eval_steps > 0 && done % o_.eval_steps == 0 && done != total_) {
+        if (eval_and_check_stop(rec, done)) {
+          rec.stopped_early = true;
+          checkpoint(rec, done);
+          break;
+        }
+      }
+      const bool interrupt = detail::sigint_seen || (o_.stop_after_steps > 0 && done - start >= o_.stop_after_steps);
+      if ((o_.save_steps > 0 && done % o_.save_steps == 0) || interrupt) checkpoint(rec, done);
+      if (interrupt) {
+        rec.interrupted = true;
+        break;
+      }
+    }
+    std::signal(SIGINT, previous);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rec.stopped_early) {  // load_best_model_at_end: the adapter of the best evaluation, as HF does
+      restore_best();
+      rec.final_eval_loss = state_.best_eval_loss;
+    } else if (!rec.interrupted && data_.val.size() > 0) {
+      rec.final_eval_loss = evaluate(m_, data_.val);
+      nlohmann::ordered_json j;
+      j["eval_loss"] = rec.final_eval_loss;
+      j["epoch"] = epoch_at(rec.steps);
+      log(rec, rec.steps, j);
+    }
+    const int steps_run = rec.steps - start;
+    rec.train_runtime = secs;
+    rec.steps_per_second = steps_run / secs;
+    rec.samples_per_second = double(samples) / secs;
+    rec.tokens_per_second = double(tokens) / secs;
+    double sum = 0;
+    for (double l : rec.step_losses) sum += l;
+    rec.train_loss = rec.step_losses.empty() ? 0 : sum / double(rec.step_losses.size());
+    rec.peak_rss_bytes = detail::peak_rss_bytes();
+    nlohmann::ordered_json summary;
+    summary["train_runtime"] = detail::round4(secs);
+    summary["train_samples_per_second"] = detail::round4(rec.samples_per_second);
+    summary["train_steps_per_second"] = detail::round4(rec.steps_per_second);
+    summary["train_loss"] = rec.train_loss;
+    summary["epoch"] = epoch_at(rec.steps);
+    for (auto* o : observers_) o->on_end(*this, rec, summary);
+    return rec;
+  }
+
+ private:
+  int max_T() const {
+    int T = 0;
+    for (const auto& r : data_.train.rows()) T = std::max(T, int(r.input_ids.size()));
+    return T;
+  }
+
+  /// One optimizer step: GA micro-batches number step·GA … step·GA + GA − 1 of the endless epoch sequence.
+  double train_step(int step, long long& tokens, long long& samples) {
+    const int nb = data_.train.num_batches();
+    std::vector<data::batch> window;
+    double count = 0;
+    for (int k = 0; k < o_.grad_accum; ++k) {
+      const long long micro = (long long)step * o_.grad_accum + k;
+      window.push_back(data_.train.batch_at(int(micro / nb), int(micro % nb)));
+      count += window.back().trainable_tokens;
+    }
+    for (auto& p : params_) std::fill(p.grad, p.grad + p.size, 0.0f);
+    double loss = 0;
+    for (int k = 0; k < o_.grad_accum; ++k) {
+      const data::batch& b = window[std::size_t(k)];
+      lora::set_adapter_mode(m_, true, o_.seed * 1000003ull + std::uint64_t(step) * 1009ull + std::uint64_t(k));
+      m_.forward(b.tokens, b.B, b.T);
+      loss += m_.loss(b.targets, count);
+      m_.backward();
+      tokens += (long long)b.B * b.T, samples += b.B;
+    }
+    if (!std::isfinite(loss)) return loss;
+    last_grad_norm_ = clip_grad_norm(params_, o_.max_grad_norm);
+    opt_->step(params_, sched_.lr_at(step + 1));
+    return loss;
+  }
+
+  bool eval_and_check_stop(run_record& rec, int done) {
+    const double l = evaluate(m_, data_.val);
+    nlohmann::ordered_json j;
+    j["eval_loss"] = l;
+    j["epoch"] = epoch_at(done);
+    log(rec, done, j);
+    if (l < state_.best_eval_loss) {
+      state_.best_eval_loss = l, state_.bad_evals = 0;
+      if (o_.early_stopping_patience > 0) {
+        best_.clear();
+        for (const auto& p : params_) best_.emplace_back(p.value, p.value + p.size);
+        for (auto* o : observers_) o->on_best(*this);
+      }
+    } else {
+      ++state_.bad_evals;
+    }
+    return o_.early_stopping_patience > 0 && state_.bad_evals >= o_.early_stopping_patience;
+  }
+
+  void restore_best() {
+    LORALAB_CHECK(best_.size() == params_.size(), "early stopping: no best adapter was kept");
+    for (std::size_t i = 0; i < params_.size(); ++i) std::copy(best_[i].begin(), best_[i].end(), params_[i].value);
+  }
+
+  void log(run_record& rec, int step, const nlohmann::ordered_json& values) {
+    rec.history.push_back({step, values});
+    for (auto* o : observers_) o->on_log(*this, rec.history.back());
+  }
+
+  void checkpoint(const run_record& rec, int step) {
+    state_.global_step = step;
+    state_.epoch = epoch_at(step);
+    state_.seed = o_.seed;
+    state_.step_losses = rec.step_losses;
+    state_.history = rec.history;
+    last_checkpoint_ = step;
+    for (auto* o : observers_) o->on_checkpoint(*this, state_);
+  }
+
+  model_type& m_;
+  const data::prepared_dataset& data_;
+  train_options o_;
+  int total_ = 0;
+  lr_schedule sched_;
+  std::unique_ptr<optimizer> opt_;
+  std::vector<param_ref> params_;
+  std::vector<std::vector<float>> best_;  ///< the adapters at the best evaluation (early stopping)
+  double last_grad_norm_ = 0;
+  trainer_state state_;
+  int last_checkpoint_ = 0;
+  std::vector<train_observer<Model>*> observers_;
+};
+
+}  // namespace loralab::train
