@@ -7,11 +7,13 @@
 // The base may be dense or quantized; it stays frozen. Backward gives dA, dB and dx through the (dequantized)
 // base. The adapter is float32 (or double in gradient checks) whatever the base stores. Dropout masks come
 // from a counter-based hash of (seed, element), so recomputing a block under gradient checkpointing draws
-// the same mask.
+// the same mask. The rank is a run-time value (dynamic_rank, the default) or a template parameter, as Eigen's sizes.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/check.hpp"
@@ -30,10 +32,36 @@ inline double hash_uniform(std::uint64_t seed, std::uint64_t index) {
   return double(z >> 11) * 0x1.0p-53;
 }
 
-template <class S>
+/// The rank of an adapter chosen at run time (lora_config::r), as Eigen's Dynamic: lora_linear<Base> is
+/// lora_linear<Base, dynamic_rank>. A fixed rank (lora_linear<Base, 8>) puts r into the types of A, B and the
+/// (M, r) scratch, like Eigen's fixed sizes next to Dynamic; a model of that type takes adapters of rank 8 only.
+inline constexpr int dynamic_rank = Eigen::Dynamic;
+
+/// "8", or "dynamic_rank".
+inline std::string rank_label(int rank) { return rank == dynamic_rank ? std::string("dynamic_rank") : std::to_string(rank); }
+
+namespace detail {
+/// A matrix whose rows or columns are the rank: fixed when Rank is. Eigen wants a one-column matrix column-major
+/// (and a one-row matrix row-major); both hold the same bytes in the same order as the row-major dynamic type.
+template <class S, int Rows, int Cols>
+using rank_matrix = Eigen::Matrix<S, Rows, Cols, (Cols == 1 && Rows != 1) ? Eigen::ColMajor : Eigen::RowMajor>;
+}  // namespace detail
+
+/// One adapter: A (r, K), B (N, r), their gradients and settings.
+/// \tparam S     float (training) or double (gradient checks)
+/// \tparam Rank  r fixed at compile time, or dynamic_rank (the default: r from lora_config at run time)
+template <class S, int Rank = dynamic_rank>
 struct lora_adapter {
-  nn::matrix<S> A, B;    // A (r, K), B (N, r)
-  nn::matrix<S> dA, dB;  // gradients, same shapes
+  static_assert(Rank == dynamic_rank || Rank > 0,
+                "lora_adapter<S, Rank> / lora_linear<Base, Rank>: Rank must be > 0 (PEFT rejects r <= 0), "
+                "or dynamic_rank for a rank chosen at run time");
+  static constexpr int fixed_rank = Rank;
+  using a_matrix = detail::rank_matrix<S, Rank, Eigen::Dynamic>;  // (r, K)
+  using b_matrix = detail::rank_matrix<S, Eigen::Dynamic, Rank>;  // (N, r)
+  using h_matrix = detail::rank_matrix<S, Eigen::Dynamic, Rank>;  // (M, r): x Aᵀ and s·dy B
+
+  a_matrix A, dA;  // A (r, K) and its gradient
+  b_matrix B, dB;  // B (N, r) and its gradient
   S scaling = 1;
   double dropout = 0;
   std::uint64_t dropout_seed = 0;  // set per step by the trainer; training mode when dropout > 0 and training
@@ -42,14 +70,43 @@ struct lora_adapter {
   int rank() const { return int(A.rows()); }
   std::size_t param_bytes() const { return nn::bytes_of(A) + nn::bytes_of(B); }
   std::size_t grad_bytes() const { return nn::bytes_of(dA) + nn::bytes_of(dB); }
+
+  /// What the adapter holds now: parameters (the adapters category) and their gradients.
+  nn::memory_report memory() const {
+    nn::memory_report m;
+    m.adapters = param_bytes(), m.grads = grad_bytes();
+    return m;
+  }
+  /// What a step over M tokens of an (N, K) layer holds for the adapter, from its rank: A and B, their
+  /// gradients, and the two (M, r) scratch matrices of the layer. The dropout buffer is apart (dropout_elements).
+  nn::memory_report planned_memory(std::size_t M, std::size_t K, std::size_t N) const {
+    const std::size_t r = std::size_t(rank());
+    nn::memory_report m;
+    m.adapters = m.grads = sizeof(S) * r * (K + N);
+    m.workspace = sizeof(S) * 2 * M * r;
+    return m;
+  }
+  /// Elements of the (M, K) dropout buffer a step over M tokens needs: 0 without dropout or in eval mode.
+  std::size_t dropout_elements(std::size_t M, std::size_t K) const { return dropout > 0 && training ? M * K : 0; }
 };
 
+/// Checks that an adapter of rank r fits an adapter type of rank Rank; `where` says whose r it is (a config, a
+/// file's key). A fixed-rank type takes its own rank only.
+template <int Rank>
+void check_rank(int r, const std::string& type_name, const std::string& where = "") {
+  if constexpr (Rank != dynamic_rank)
+    if (r != Rank)
+      fail(where, where.empty() ? "" : ": ", "LoRA rank ", r, " does not match the model's fixed rank ", Rank, " (", type_name,
+           "); use dynamic_rank for run-time ranks");
+}
+
 /// Initialises an adapter as PEFT does: A kaiming-uniform (bound 1/√K) or gaussian (std 1/r), B zero, so the
-/// adapter is a no-op at step 0.
-template <class S>
-lora_adapter<S> make_adapter(const lora_config& c, Eigen::Index n, Eigen::Index k, std::mt19937_64& rng) {
+/// adapter is a no-op at step 0. The values do not depend on Rank: a fixed-rank adapter equals the dynamic one.
+template <class S, int Rank = dynamic_rank>
+lora_adapter<S, Rank> make_adapter(const lora_config& c, Eigen::Index n, Eigen::Index k, std::mt19937_64& rng) {
   c.validate();
-  lora_adapter<S> a;
+  check_rank<Rank>(c.r, "lora_adapter<S, " + rank_label(Rank) + ">");
+  lora_adapter<S, Rank> a;
   a.A.resize(c.r, k);
   if (c.init == lora_init::kaiming_uniform) {
     std::uniform_real_distribution<double> u(-1.0 / std::sqrt(double(k)), 1.0 / std::sqrt(double(k)));
@@ -58,23 +115,33 @@ lora_adapter<S> make_adapter(const lora_config& c, Eigen::Index n, Eigen::Index 
     std::normal_distribution<double> g(0.0, 1.0 / c.r);
     for (Eigen::Index i = 0; i < a.A.size(); ++i) a.A.data()[i] = S(g(rng));
   }
-  a.B = nn::matrix<S>::Zero(n, c.r);
-  a.dA = nn::matrix<S>::Zero(c.r, k);
-  a.dB = nn::matrix<S>::Zero(n, c.r);
+  a.B = lora_adapter<S, Rank>::b_matrix::Zero(n, c.r);
+  a.dA = lora_adapter<S, Rank>::a_matrix::Zero(c.r, k);
+  a.dB = lora_adapter<S, Rank>::b_matrix::Zero(n, c.r);
   a.scaling = S(c.scaling());
   a.dropout = c.dropout;
   return a;
 }
 
 /// A linear layer with an optional adapter. It is-a Base, so a model sees the same weight, tile and memory
-/// accounting; forward and backward add the adapter's branch when one is attached and not merged.
-template <class Base>
+/// accounting; forward and backward add the adapter's branch when one is attached and not merged, and the memory
+/// questions every linear answers (memory, planned_memory, planned_shared) add the adapter's part.
+/// \tparam Base  an nn::linear<Weight> (dense, bf16 or quantized), frozen
+/// \tparam Rank  the adapter's rank fixed at compile time, or dynamic_rank (default)
+template <class Base, int Rank = dynamic_rank>
 struct lora_linear : Base {
   using base_type = Base;
   using scalar = typename Base::scalar;
   using S = scalar;
-  std::optional<lora_adapter<S>> adapter;
+  using adapter_type = lora_adapter<S, Rank>;
+  static constexpr int fixed_rank = Rank;
+  std::optional<adapter_type> adapter;
   bool merged = false;  ///< the adapter's update is inside the base weight: forward skips the branch
+
+  /// "lora_linear<linear<quant_weight<nf4-b64>>, 8>": for messages.
+  static std::string type_name() {
+    return "lora_linear<linear<" + Base::weight_type::label() + ">, " + rank_label(Rank) + ">";
+  }
 
   void forward(const nn::matrix<S>& x, nn::matrix<S>& y) const {
     Base::forward(x, y);
@@ -113,33 +180,34 @@ struct lora_linear : Base {
 
   bool active() const { return adapter.has_value() && !merged; }
 
-  /// The (M, K) buffer of dropout: the dropped input, then in backward the gradient through the mask. It is spent
-  /// within each call, so a model points every layer at one buffer (llama_model::init_runtime): one (M, max K)
-  /// for the whole model instead of one per adapted linear (PEFT's autograd keeps dropout(x) per linear).
-  std::vector<S>* shared_scratch = nullptr;
+  // ---- memory: the base's answers plus the adapter's -------------------------------------------------------------
+  // The (M, K) dropout buffer holds the dropped input, then in backward the gradient through the mask. It is spent
+  // within each call, so a model shares one among its layers (nn::shared_workspace::scratch): one (M, max K) for
+  // the whole model instead of one per adapted linear (PEFT's autograd keeps dropout(x) per linear).
 
-  /// What a step over M tokens will hold for the adapter (analytic: rank, shapes). The dropout buffer is apart
-  /// (planned_scratch_elements): shared, the model counts it once.
-  nn::memory_report planned_adapter_memory(std::size_t M) const {
-    nn::memory_report m;
+  /// Held now: the base's bytes, the adapter's parameters and gradients, the (M, r) scratch of the last step, and
+  /// the layer's own dropout buffer when no model shares one.
+  nn::memory_report memory() const {
+    nn::memory_report m = Base::memory();
+    if (adapter) m = m + adapter->memory();
+    m.workspace += nn::bytes_of(h_) + nn::bytes_of(dh_) + own_scratch_.capacity() * sizeof(S);
+    return m;
+  }
+  /// Planned for a step over M tokens: the base's, and the adapter's from its rank (+ its own dropout buffer when
+  /// not shared).
+  nn::memory_report planned_memory(std::size_t M) const {
+    nn::memory_report m = Base::planned_memory(M);
     if (!adapter) return m;
-    const std::size_t r = std::size_t(adapter->rank()), K = std::size_t(this->in_features()), N = std::size_t(this->out_features());
-    m.adapters = m.grads = sizeof(S) * r * (K + N);
-    m.workspace = sizeof(S) * 2 * M * r + (shared_scratch ? 0 : sizeof(S) * planned_scratch_elements(M));
+    const std::size_t K = std::size_t(this->in_features()), N = std::size_t(this->out_features());
+    m = m + adapter->planned_memory(M, K, N);
+    if (!this->shared) m.workspace += sizeof(S) * adapter->dropout_elements(M, K);
     return m;
   }
-  /// Elements of the dropout buffer a step over M tokens needs (0 without dropout).
-  std::size_t planned_scratch_elements(std::size_t M) const {
-    return adapter && adapter->dropout > 0 && adapter->training ? M * std::size_t(this->in_features()) : 0;
-  }
-
-  /// Adapter memory: parameters, gradients, and the (M, r) scratch of the last step (+ its own dropout buffer
-  /// when no model shares one).
-  nn::memory_report adapter_memory() const {
-    nn::memory_report m;
-    if (adapter) m.adapters = adapter->param_bytes(), m.grads = adapter->grad_bytes();
-    m.workspace = nn::bytes_of(h_) + nn::bytes_of(dh_) + own_scratch_.capacity() * sizeof(S);
-    return m;
+  /// The shared buffers a step over M tokens uses: the base's tile, and the adapter's dropout buffer.
+  nn::shared_sizes planned_shared(std::size_t M) const {
+    nn::shared_sizes n = Base::planned_shared(M);
+    if (adapter) n.scratch = std::max(n.scratch, adapter->dropout_elements(M, std::size_t(this->in_features())));
+    return n;
   }
 
  private:
@@ -147,7 +215,7 @@ struct lora_linear : Base {
 
   /// The dropout buffer as an (rows, cols) matrix, grown (to exactly the size asked) when too small.
   Eigen::Map<nn::matrix<S>> scratch_map(Eigen::Index rows, Eigen::Index cols) const {
-    std::vector<S>& v = shared_scratch ? *shared_scratch : own_scratch_;
+    std::vector<S>& v = this->shared ? this->shared->scratch : own_scratch_;
     const std::size_t n = std::size_t(rows * cols);
     if (v.size() < n) v = std::vector<S>(n);
     return Eigen::Map<nn::matrix<S>>(v.data(), rows, cols);
@@ -177,7 +245,7 @@ struct lora_linear : Base {
     for (Eigen::Index i = 0; i < n; ++i) f(i, hash_uniform(seed, std::uint64_t(i)) < p);
   }
 
-  mutable nn::matrix<S> h_, dh_;
+  mutable typename adapter_type::h_matrix h_, dh_;  // (M, r)
   mutable std::vector<S> own_scratch_;
 };
 

@@ -19,38 +19,40 @@
 
 namespace loralab::lora {
 
-template <class Base>
-using lora_model = nn::llama_model<lora_linear<Base>>;
+/// A Llama model whose linears are lora_linear<Base, Rank>: Rank fixed (lora_model<Base, 8>) or run-time
+/// (dynamic_rank, the default). Every function below takes any Rank; a fixed one refuses adapters of another rank.
+template <class Base, int Rank = dynamic_rank>
+using lora_model = nn::llama_model<lora_linear<Base, Rank>>;
 
 /// A LoRA-ready model whose base linears are made by make_base(data, N, K); no adapter is attached yet.
-template <class Base, class MakeBase>
-lora_model<Base> make_lora_model(const nn::model_file& f, MakeBase&& make_base) {
-  return lora_model<Base>::from_file(f, [&](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) {
-    lora_linear<Base> l;
+template <class Base, int Rank = dynamic_rank, class MakeBase>
+lora_model<Base, Rank> make_lora_model(const nn::model_file& f, MakeBase&& make_base) {
+  return lora_model<Base, Rank>::from_file(f, [&](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) {
+    lora_linear<Base, Rank> l;
     static_cast<Base&>(l) = make_base(d, n, k);
     return l;
   });
 }
 
 /// Dense float base (LoRA).
-template <class S = float>
-lora_model<nn::linear<nn::dense_weight<S>>> make_lora_dense_model(const nn::model_file& f) {
-  return make_lora_model<nn::linear<nn::dense_weight<S>>>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
+template <class S = float, int Rank = dynamic_rank>
+lora_model<nn::linear<nn::dense_weight<S>>, Rank> make_lora_dense_model(const nn::model_file& f) {
+  return make_lora_model<nn::linear<nn::dense_weight<S>>, Rank>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
     return nn::make_dense_linear<S>(d, n, k);
   });
 }
 
 /// Quantized base (QLoRA).
-template <class Scheme>
-lora_model<nn::linear<nn::quant_weight<Scheme>>> make_lora_quantized_model(const nn::model_file& f) {
-  return make_lora_model<nn::linear<nn::quant_weight<Scheme>>>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
+template <class Scheme, int Rank = dynamic_rank>
+lora_model<nn::linear<nn::quant_weight<Scheme>>, Rank> make_lora_quantized_model(const nn::model_file& f) {
+  return make_lora_model<nn::linear<nn::quant_weight<Scheme>>, Rank>(f, [](const float* d, Eigen::Index n, Eigen::Index k) {
     return nn::make_quant_linear<Scheme>(d, n, k);
   });
 }
 
 /// The full names of a model's linear modules (model.layers.0.self_attn.q_proj, …).
-template <class Base>
-std::vector<std::string> linear_module_names(lora_model<Base>& m) {
+template <class Base, int Rank>
+std::vector<std::string> linear_module_names(lora_model<Base, Rank>& m) {
   std::vector<std::string> names;
   m.for_each_linear([&](const std::string& name, auto&) { names.push_back(name); });
   return names;
@@ -58,19 +60,21 @@ std::vector<std::string> linear_module_names(lora_model<Base>& m) {
 
 /// PEFT's get_peft_model: freeze everything, attach adapters where the targets match (seeded initialisation, in
 /// module order). Returns how many modules got an adapter. Unknown target names are an error listing the model's
-/// modules. Gradient checkpointing is left as it is: see prepare_for_kbit_training.
-template <class Base>
-int attach_adapters(lora_model<Base>& m, const lora_config& cfg, const target_spec& targets, std::uint64_t seed) {
+/// modules, and so is a cfg.r other than a fixed Rank. Gradient checkpointing is left as it is: see
+/// prepare_for_kbit_training.
+template <class Base, int Rank>
+int attach_adapters(lora_model<Base, Rank>& m, const lora_config& cfg, const target_spec& targets, std::uint64_t seed) {
   cfg.validate();
+  check_rank<Rank>(cfg.r, lora_linear<Base, Rank>::type_name());
   targets.check_against(linear_module_names(m));
   m.set_all_trainable(false);
   std::mt19937_64 rng(seed);
   int count = 0;
-  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string& name, lora_linear<Base, Rank>& lin) {
     lin.adapter.reset();
     lin.merged = false;
     if (!targets.matches(name)) return;
-    lin.adapter = make_adapter<typename Base::scalar>(cfg, lin.out_features(), lin.in_features(), rng);
+    lin.adapter = make_adapter<typename Base::scalar, Rank>(cfg, lin.out_features(), lin.in_features(), rng);
     ++count;
   });
   return count;
@@ -82,23 +86,23 @@ inline constexpr bool has_frozen_storage = !std::same_as<typename Base::weight_t
 
 /// PEFT's prepare_model_for_kbit_training(use_gradient_checkpointing=True): a base stored in k bits trains with
 /// gradient checkpointing (each block recomputed in backward). A dense base is left as it is. Returns the setting.
-template <class Base>
-bool prepare_for_kbit_training(lora_model<Base>& m) {
+template <class Base, int Rank>
+bool prepare_for_kbit_training(lora_model<Base, Rank>& m) {
   if constexpr (has_frozen_storage<Base>) m.gradient_checkpointing = true;
   return m.gradient_checkpointing;
 }
 
 /// Visits every adapter with the key PEFT saves it under (base_model.model.<module>.lora_A.weight / lora_B).
-template <class Base, class F>
-void for_each_adapter(lora_model<Base>& m, F&& f) {
-  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+template <class Base, int Rank, class F>
+void for_each_adapter(lora_model<Base, Rank>& m, F&& f) {
+  m.for_each_linear([&](const std::string& name, lora_linear<Base, Rank>& lin) {
     if (lin.adapter) f("base_model.model." + name, *lin.adapter, lin);
   });
 }
 
 /// Sets each adapter's dropout seed for this step (distinct per module) and training or eval mode.
-template <class Base>
-void set_adapter_mode(lora_model<Base>& m, bool training, std::uint64_t step_seed) {
+template <class Base, int Rank>
+void set_adapter_mode(lora_model<Base, Rank>& m, bool training, std::uint64_t step_seed) {
   std::uint64_t module = 0;
   for_each_adapter(m, [&](const std::string&, auto& a, auto&) {
     a.training = training;
@@ -113,8 +117,8 @@ struct parameter_counts {
 
 /// Counts as PEFT does: trainable = adapter parameters (+ any trainable dense parameter); all = trainable +
 /// every base parameter, a quantized weight counting its N·K elements.
-template <class Base>
-parameter_counts count_parameters(lora_model<Base>& m) {
+template <class Base, int Rank>
+parameter_counts count_parameters(lora_model<Base, Rank>& m) {
   parameter_counts c;
   m.for_each_parameter([&](const std::string&, auto p) {
     c.all += std::size_t(p.size);
@@ -141,8 +145,8 @@ inline std::string with_commas(std::size_t n) {
 }
 
 /// PEFT's line: "trainable params: 294,912 || all params: 6,738,710,528 || trainable%: 0.0044".
-template <class Base>
-std::string trainable_parameters_line(lora_model<Base>& m) {
+template <class Base, int Rank>
+std::string trainable_parameters_line(lora_model<Base, Rank>& m) {
   const auto c = count_parameters(m);
   return fmt::format("trainable params: {} || all params: {} || trainable%: {:.4f}", with_commas(c.trainable),
                      with_commas(c.all), c.percent());
@@ -179,13 +183,13 @@ struct storage_breakdown {
   }
 };
 
-template <class Base>
-storage_breakdown count_storage(lora_model<Base>& m) {
+template <class Base, int Rank>
+storage_breakdown count_storage(lora_model<Base, Rank>& m) {
   using S = typename Base::scalar;
   storage_breakdown b;
   const char* dense = sizeof(S) == 8 ? "float64" : "float32";
   m.for_each_parameter([&](const std::string&, auto p) { b.add(dense, std::size_t(p.size)); });
-  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string&, lora_linear<Base, Rank>& lin) {
     if constexpr (!std::same_as<typename Base::weight_type, nn::dense_weight<S>>)  // dense ones are parameters above
       b.add(Base::weight_type::storage_dtype, lin.weight.stored_elements());
     b.linear_weights += std::size_t(lin.out_features() * lin.in_features());
@@ -204,8 +208,8 @@ struct merge_report {
 
 namespace detail {
 /// W + sign·s·B·A into a dense base, or dequantize → add → requantize into a quantized one.
-template <class Base>
-double add_delta(lora_linear<Base>& lin, double sign) {
+template <class Base, int Rank>
+double add_delta(lora_linear<Base, Rank>& lin, double sign) {
   using S = typename Base::scalar;
   const auto& a = *lin.adapter;
   const nn::matrix<S> delta = (a.B * a.A) * (a.scaling * S(sign));
@@ -226,10 +230,10 @@ double add_delta(lora_linear<Base>& lin, double sign) {
 /// Adds every adapter's s·B·A into its base weight; forward then skips the adapters. For a quantized base this
 /// dequantizes, adds and requantizes ("may get different generations due to rounding errors", as PEFT warns):
 /// the report gives the largest rounding error.
-template <class Base>
-merge_report merge_adapters(lora_model<Base>& m) {
+template <class Base, int Rank>
+merge_report merge_adapters(lora_model<Base, Rank>& m) {
   merge_report r;
-  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string&, lora_linear<Base, Rank>& lin) {
     if (!lin.adapter || lin.merged) return;
     r.max_rounding_error = std::max(r.max_rounding_error, detail::add_delta(lin, +1));
     lin.merged = true;
@@ -240,10 +244,10 @@ merge_report merge_adapters(lora_model<Base>& m) {
 }
 
 /// Subtracts the merged updates again (exact up to float rounding for a dense base; lossy for a quantized one).
-template <class Base>
-merge_report unmerge_adapters(lora_model<Base>& m) {
+template <class Base, int Rank>
+merge_report unmerge_adapters(lora_model<Base, Rank>& m) {
   merge_report r;
-  m.for_each_linear([&](const std::string&, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string&, lora_linear<Base, Rank>& lin) {
     if (!lin.adapter || !lin.merged) return;
     r.max_rounding_error = std::max(r.max_rounding_error, detail::add_delta(lin, -1));
     lin.merged = false;
@@ -255,8 +259,8 @@ merge_report unmerge_adapters(lora_model<Base>& m) {
 
 /// PEFT's merge_and_unload: merges, then returns the plain model (no adapter wrappers). Models are move-only
 /// (their linears share one dequantization tile): pass std::move(m).
-template <class Base>
-nn::llama_model<Base> merge_and_unload(lora_model<Base> m, merge_report* report = nullptr) {
+template <class Base, int Rank>
+nn::llama_model<Base> merge_and_unload(lora_model<Base, Rank> m, merge_report* report = nullptr) {
   const merge_report r = merge_adapters(m);
   if (report) *report = r;
   nn::llama_model<Base> out;

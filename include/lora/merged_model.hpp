@@ -21,14 +21,14 @@ struct merged_summary {
 };
 
 /// The merged model as float tensors: the base's other tensors as they are, every linear as above.
-template <class Base>
-nn::model_file merged_model_file(lora_model<Base>& m, const nn::model_file& base, merged_summary* summary = nullptr) {
+template <class Base, int Rank>
+nn::model_file merged_model_file(lora_model<Base, Rank>& m, const nn::model_file& base, merged_summary* summary = nullptr) {
   merged_summary sum;
   nn::model_file out;
   out.config = base.config;
   for (const auto& [name, t] : base.tensors)
     if (!name.ends_with("_proj.weight")) out.tensors.emplace(name, t);
-  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string& name, lora_linear<Base, Rank>& lin) {
     nn::matrix<float> w = lin.dense().template cast<float>();
     if (lin.adapter && !lin.merged) {
       const auto& a = *lin.adapter;

@@ -63,8 +63,8 @@ inline nlohmann::json adapter_config_json(const lora_config& c, const target_spe
 /// Writes DIR/adapter_config.json and DIR/adapter_model.safetensors. Adapters whose rank or scaling differ from
 /// c's (an adapter loaded with PEFT's rank_pattern / alpha_pattern) are written with those overrides, by full
 /// module name, so the file describes every adapter exactly.
-template <class Base>
-void save_adapter(lora_model<Base>& m, const std::filesystem::path& dir, const lora_config& c, const target_spec& t,
+template <class Base, int Rank>
+void save_adapter(lora_model<Base, Rank>& m, const std::filesystem::path& dir, const lora_config& c, const target_spec& t,
                   const std::string& base_model) {
   std::filesystem::create_directories(dir);
   std::map<std::string, nn::matrix<float>> tensors;  // sorted by name, float32 whatever S is
@@ -144,46 +144,56 @@ inline loaded_adapter_config read_adapter_config(const std::filesystem::path& di
 
 /// Loads a PEFT adapter directory into m: adapters are attached where its target_modules match (with
 /// rank_pattern / alpha_pattern overrides), their weights read from adapter_model.safetensors. Missing or
-/// unexpected keys and wrong shapes are errors naming the file and key.
-template <class Base>
-loaded_adapter_config load_adapter(lora_model<Base>& m, const std::filesystem::path& dir) {
+/// unexpected keys and wrong shapes are errors naming the file and key; so is a rank other than a fixed Rank
+/// (checked for every targeted module before the model is touched).
+template <class Base, int Rank>
+loaded_adapter_config load_adapter(lora_model<Base, Rank>& m, const std::filesystem::path& dir) {
   using S = typename Base::scalar;
   loaded_adapter_config cfg = read_adapter_config(dir);
+  const auto config_path = (dir / "adapter_config.json").string();
   const auto file = io::safetensors_file::open(dir / "adapter_model.safetensors");
   const auto where = file.path().string();
   try {
     cfg.targets.check_against(linear_module_names(m));
   } catch (const loralab::error& e) {
-    fail((dir / "adapter_config.json").string(), ": key 'target_modules' does not fit the model: ", e.what());
+    fail(config_path, ": key 'target_modules' does not fit the model: ", e.what());
   }
   const auto pattern_for = [](const auto& patterns, const std::string& key) -> const std::string* {
     for (const auto& [p, v] : patterns)  // PEFT get_pattern_key: (.*\.)?{key}$ against the module name
       if (std::regex_match(key, std::regex("(.*\\.)?" + p))) return &p;
     return nullptr;
   };
+  if constexpr (Rank != dynamic_rank)  // a fixed-rank model: every targeted module's rank, before anything changes
+    for (const std::string& name : linear_module_names(m)) {
+      if (!cfg.targets.matches(name)) continue;
+      const auto* p = pattern_for(cfg.rank_pattern, name);
+      const std::string key = p ? "key 'rank_pattern' entry '" + *p + "' (module " + name + ")" : std::string("key 'r'");
+      check_rank<Rank>(p ? cfg.rank_pattern.at(*p) : cfg.config.r, lora_linear<Base, Rank>::type_name(), config_path + ": " + key);
+    }
   std::set<std::string> used;
   std::mt19937_64 rng(0);
   m.set_all_trainable(false);
-  m.for_each_linear([&](const std::string& name, lora_linear<Base>& lin) {
+  m.for_each_linear([&](const std::string& name, lora_linear<Base, Rank>& lin) {
     lin.adapter.reset();
     lin.merged = false;
     if (!cfg.targets.matches(name)) return;
     lora_config c = cfg.config;
     if (const auto* p = pattern_for(cfg.rank_pattern, name)) c.r = cfg.rank_pattern.at(*p);
     if (const auto* p = pattern_for(cfg.alpha_pattern, name)) c.alpha = cfg.alpha_pattern.at(*p);
-    auto a = make_adapter<S>(c, lin.out_features(), lin.in_features(), rng);
-    for (const char* which : {"lora_A", "lora_B"}) {
+    auto a = make_adapter<S, Rank>(c, lin.out_features(), lin.in_features(), rng);
+    const auto read = [&](const char* which, auto& dst) {  // A (r, K) and B (N, r): two types when the rank is fixed
       const std::string key = "base_model.model." + name + "." + which + ".weight";
       LORALAB_CHECK(file.contains(key), where, ": missing adapter key '", key, "'");
       const auto& t = file.at(key);
-      auto& dst = which[5] == 'A' ? a.A : a.B;
       LORALAB_CHECK(t.shape == (std::vector<std::int64_t>{dst.rows(), dst.cols()}), where, ": '", key, "' has shape [",
                     t.shape.size() > 0 ? t.shape[0] : -1, ", ", t.shape.size() > 1 ? t.shape[1] : -1, "], expected [", dst.rows(),
                     ", ", dst.cols(), "]");
       const std::vector<float> v = t.to_float();
       dst = Eigen::Map<const nn::matrix<float>>(v.data(), dst.rows(), dst.cols()).template cast<S>();
       used.insert(key);
-    }
+    };
+    read("lora_A", a.A);
+    read("lora_B", a.B);
     lin.adapter = std::move(a);
   });
   for (const auto& t : file.tensors())

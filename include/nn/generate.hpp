@@ -37,7 +37,7 @@ class kv_cache_decoder {
     memory_report r;
     r.weights = model.weights, r.quant_stats = model.quant_stats, r.adapters = model.adapters, r.grads = model.grads;
     r.activations = bytes();
-    r.workspace = bytes_of(m_.dequant_tile());
+    r.workspace = bytes_of(m_.shared_buffers().tile);
     return r;
   }
 

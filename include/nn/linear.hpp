@@ -6,13 +6,15 @@
 //   linear<quant_weight<nf4<64>>>      a frozen quantized weight, dequantized tile by tile inside the product
 //   linear<bf16_weight>                a frozen bfloat16 weight (half the bytes), widened to float tile by tile
 //
-// Both share forward(x) / backward(x, dy) and never allocate a gradient for a frozen weight.
+// All share forward(x) / backward(x, dy) and the memory questions (memory, planned_memory, planned_shared, share),
+// and never allocate a gradient for a frozen weight.
 #include <algorithm>
 #include <span>
 #include <vector>
 #include <string>
 
 #include "core/check.hpp"
+#include "nn/memory_report.hpp"
 #include "nn/tensor.hpp"
 #include "quant/quantized_tensor.hpp"
 
@@ -33,42 +35,45 @@ struct dense_weight {
   std::size_t weight_bytes() const { return bytes_of(w); }
   std::size_t stats_bytes() const { return 0; }
   std::size_t grad_bytes() const { return bytes_of(grad); }
+  /// (weight, statistics) bytes of an (n, k) weight of this type, from the formula.
+  static constexpr std::size_t planned_weight_bytes(std::size_t n, std::size_t k) { return sizeof(S) * n * k; }
+  static constexpr std::size_t planned_stats_bytes(std::size_t, std::size_t) { return 0; }
   /// The tensor a framework would list for this weight: dtype name and element count (PyTorch's p.dtype, p.numel()).
   static constexpr const char* storage_dtype = sizeof(S) == 8 ? "float64" : "float32";
   std::size_t stored_elements() const { return std::size_t(w.size()); }
   Eigen::Index rows() const { return w.rows(); }
   Eigen::Index cols() const { return w.cols(); }
+  static std::string label() { return std::string("dense_weight<") + storage_dtype + ">"; }
 };
 
-/// A frozen quantized weight (compute in float32). Never trainable: QLoRA trains adapters, not the base.
+/// A frozen quantized weight (compute in float32). Never trainable: QLoRA trains adapters, not the base. Every
+/// scheme's storage answers the same questions (quant::quantized_storage), so nothing here asks which it is.
 template <class Scheme>
 struct quant_weight {
   using scalar = float;
   using scheme = Scheme;
-  quant::quantized_tensor<Scheme> q;
+  using storage = quant::quantized_tensor<Scheme>;
+  storage q;
   Eigen::Index n = 0, k = 0;
 
   bool trainable() const { return false; }
   void set_trainable(bool on) {
     LORALAB_CHECK(!on, "a quantized weight (", quant::scheme_label<Scheme>(), ") is frozen: train an adapter instead");
   }
-  /// Codes only; the per-block statistics are counted apart (stats_bytes) as the memory report shows them.
+  /// Codes only; the per-block (per-row) statistics are counted apart (stats_bytes) as the memory report shows them.
   std::size_t weight_bytes() const { return q.storage_bytes() - stats_bytes(); }
-  std::size_t stats_bytes() const {
-    if constexpr (std::same_as<Scheme, quant::int8_rowwise>) return q.storage_bytes() - q.numel();
-    else return q.storage_bytes() - q.code_bytes();
-  }
+  std::size_t stats_bytes() const { return q.stats_bytes(); }
   std::size_t grad_bytes() const { return 0; }
+  static constexpr std::size_t planned_weight_bytes(std::size_t n, std::size_t k) { return storage::planned_code_bytes(n, k); }
+  static constexpr std::size_t planned_stats_bytes(std::size_t n, std::size_t k) { return storage::planned_stats_bytes(n, k); }
   /// As bitsandbytes stores it: packed 4-bit and dynamic 8-bit codes are uint8 (Params4bit: two weights per
   /// element), LLM.int8() codes int8; the statistics live in the quant state, not in the parameter.
-  static constexpr const char* storage_dtype = std::same_as<Scheme, quant::int8_rowwise> ? "int8" : "uint8";
-  std::size_t stored_elements() const {
-    if constexpr (std::same_as<Scheme, quant::int8_rowwise>) return q.numel();
-    else return q.code_bytes();
-  }
+  static constexpr const char* storage_dtype = storage::storage_dtype;
+  std::size_t stored_elements() const { return q.code_elements(); }
   Eigen::Index rows() const { return n; }
   Eigen::Index cols() const { return k; }
   void dequantize_rows(std::size_t r0, std::size_t r1, std::span<float> out) const { q.template dequantize_rows<float>(r0, r1, out); }
+  static std::string label() { return "quant_weight<" + quant::scheme_label<Scheme>() + ">"; }
 };
 
 /// A frozen bfloat16 weight: storage in bf16, compute in float32 (each value widened exactly).
@@ -82,6 +87,8 @@ struct bf16_weight {
   std::size_t weight_bytes() const { return w.capacity() * sizeof(Eigen::bfloat16); }
   std::size_t stats_bytes() const { return 0; }
   std::size_t grad_bytes() const { return 0; }
+  static constexpr std::size_t planned_weight_bytes(std::size_t n, std::size_t k) { return sizeof(Eigen::bfloat16) * n * k; }
+  static constexpr std::size_t planned_stats_bytes(std::size_t, std::size_t) { return 0; }
   static constexpr const char* storage_dtype = "bfloat16";
   std::size_t stored_elements() const { return w.size(); }
   Eigen::Index rows() const { return n; }
@@ -92,19 +99,40 @@ struct bf16_weight {
     std::transform(w.begin() + std::ptrdiff_t(r0 * std::size_t(k)), w.begin() + std::ptrdiff_t(r1 * std::size_t(k)), out.begin(),
                    [](Eigen::bfloat16 v) { return static_cast<float>(v); });
   }
+  static std::string label() { return "bf16_weight"; }
+};
+
+/// Buffers a model lends to all its layers. Each is used within one forward or backward call and left to the
+/// next layer, so a model holds one of each, sized for its largest user, instead of one per layer. A layer says
+/// what it needs (planned_shared) and reserves it when the model shares the buffers with it (share).
+template <class S>
+struct shared_workspace {
+  matrix<float> tile;      ///< (dequant_tile_rows, max K): dequantization tiles of stored (quantized, bf16) weights
+  std::vector<S> scratch;  ///< per-call scratch of a layer (an adapter's dropout buffer), grown to the largest use
+  std::size_t bytes() const { return bytes_of(tile) + scratch.capacity() * sizeof(S); }
+};
+
+/// Elements a layer needs of each shared buffer for a step over M tokens; a model keeps the maximum of each.
+struct shared_sizes {
+  std::size_t tile = 0, scratch = 0;
+  friend shared_sizes max(const shared_sizes& a, const shared_sizes& b) {
+    return {std::max(a.tile, b.tile), std::max(a.scratch, b.scratch)};
+  }
 };
 
 /// Rows of a quantized weight dequantized per tile: small enough to stay in cache, big enough for sgemm.
 inline constexpr Eigen::Index dequant_tile_rows = 128;
 
+/// Every linear layer answers the same questions, whatever it holds (a dense, bf16 or quantized weight, an adapter
+/// on top): forward, backward, and its memory — held now (memory), planned for a step over M tokens
+/// (planned_memory, planned_shared), and the buffers a model shares with it (share).
 template <class Weight>
 struct linear {
   using weight_type = Weight;
   using scalar = typename Weight::scalar;
   Weight weight;
-  /// Dequantization workspace (quantized weights only): a model points every layer at one shared buffer,
-  /// so the tiles cost (dequant_tile_rows, max K) floats once, not once per layer.
-  matrix<float>* shared_tile = nullptr;
+  /// Buffers shared by the model's layers (nullptr: the layer keeps its own tile).
+  shared_workspace<scalar>* shared = nullptr;
 
   Eigen::Index in_features() const { return weight.cols(); }
   Eigen::Index out_features() const { return weight.rows(); }
@@ -145,17 +173,44 @@ struct linear {
     }
   }
 
-  std::size_t workspace_bytes() const { return shared_tile ? 0 : bytes_of(own_tile); }
+  // ---- memory: the questions a model asks every layer ----------------------------------------------------------
+
+  /// Bytes held now: the weight (codes), its statistics, its gradient, and the layer's own tile when not shared.
+  memory_report memory() const {
+    memory_report m;
+    m.weights = weight.weight_bytes(), m.quant_stats = weight.stats_bytes(), m.grads = weight.grad_bytes();
+    m.workspace = shared ? 0 : bytes_of(own_tile);
+    return m;
+  }
+  /// The same from the shapes alone, for a step over M tokens (the shared buffers apart: planned_shared).
+  memory_report planned_memory(std::size_t /*M*/) const {
+    const std::size_t N = std::size_t(out_features()), K = std::size_t(in_features());
+    memory_report m;
+    m.weights = Weight::planned_weight_bytes(N, K), m.quant_stats = Weight::planned_stats_bytes(N, K);
+    m.grads = weight.trainable() ? sizeof(scalar) * N * K : 0;
+    m.workspace = shared ? 0 : sizeof(float) * tile_elements();
+    return m;
+  }
+  /// What this layer uses of the shared buffers in a step over M tokens: a stored weight's dequantization tile.
+  shared_sizes planned_shared(std::size_t /*M*/) const { return {tile_elements(), 0}; }
+  /// Uses the model's shared buffers from now on, and reserves the tile this layer needs there.
+  void share(shared_workspace<scalar>& w) {
+    shared = &w;
+    if (tile_elements() && std::size_t(w.tile.size()) < tile_elements()) w.tile.resize(dequant_tile_rows, in_features());
+  }
 
  private:
   mutable matrix<float> own_tile;
 
   static constexpr bool is_dense = std::same_as<Weight, dense_weight<scalar>>;
 
+  /// Floats of the (dequant_tile_rows, K) tile a stored weight is computed through (0 for a dense weight).
+  std::size_t tile_elements() const { return is_dense ? 0 : std::size_t(dequant_tile_rows * in_features()); }
+
   template <class F>
   void for_each_tile(F&& f) const {
     const Eigen::Index N = out_features(), K = in_features();
-    matrix<float>& buf = shared_tile ? *shared_tile : own_tile;
+    matrix<float>& buf = shared ? shared->tile : own_tile;
     if (buf.size() < std::min(dequant_tile_rows, N) * K) buf.resize(dequant_tile_rows, K);
     for (Eigen::Index n0 = 0; n0 < N; n0 += dequant_tile_rows) {
       const Eigen::Index nt = std::min(dequant_tile_rows, N - n0);
@@ -186,11 +241,7 @@ inline linear<bf16_weight> make_bf16_linear(const float* data, Eigen::Index n, E
 template <class Scheme>
 linear<quant_weight<Scheme>> make_quant_linear(const float* data, Eigen::Index n, Eigen::Index k) {
   linear<quant_weight<Scheme>> l;
-  std::span<const float> w(data, std::size_t(n * k));
-  if constexpr (std::same_as<Scheme, quant::int8_rowwise>)
-    l.weight.q = quant::rowwise_int8_tensor::quantize<float>(w, std::size_t(n), std::size_t(k));
-  else
-    l.weight.q = quant::blockwise_tensor<Scheme>::template quantize<float>(w, {n, k});
+  l.weight.q = quant::quantize<Scheme>(std::span<const float>(data, std::size_t(n * k)), std::size_t(n), std::size_t(k));
   l.weight.n = n, l.weight.k = k;
   return l;
 }

@@ -117,14 +117,11 @@ class llama_model {
     return m;
   }
 
-  /// Rotary tables and the shared dequantization tile (call after changing config or layers).
+  /// Rotary tables and the buffers every layer shares (call after changing config or layers).
   void init_runtime() {
     rope_ = rotary_table<S>(config.head_dim(), config.max_seq_len, config.rope_theta);
-    for (auto& b : layers)
-      b.for_each_linear([&](const std::string&, Linear& lin) {
-        attach_tile(lin);
-        if constexpr (requires { lin.shared_scratch; }) lin.shared_scratch = step_scratch_.get();  // LoRA dropout
-      });
+    for (auto& b : layers) b.for_each_linear([&](const std::string&, Linear& lin) { lin.share(*shared_); });
+    lm_head.share(*shared_);
   }
 
   /// Visits every linear layer with its full HF module name (model.layers.3.self_attn.q_proj).
@@ -265,66 +262,55 @@ class llama_model {
 
   // ---- memory -------------------------------------------------------------------------------------------------
 
-  /// Bytes held now, by category.
+  /// Bytes held now, by category. Every linear layer (the head too) reports its own (linear::memory).
   memory_report measured_memory() const {
-    memory_report m;
-    m.weights += bytes_of(embed) + bytes_of(final_norm.g) + bytes_of(lm_head.weight.w);
-    m.grads += bytes_of(embed_grad) + bytes_of(final_norm.grad) + bytes_of(lm_head.weight.grad);
+    memory_report m = lm_head.memory();
+    m.weights += bytes_of(embed) + bytes_of(final_norm.g);
+    m.grads += bytes_of(embed_grad) + bytes_of(final_norm.grad);
     for (const auto& b : layers) {
       m.weights += bytes_of(b.input_layernorm.g) + bytes_of(b.post_attention_layernorm.g);
       m.grads += bytes_of(b.input_layernorm.grad) + bytes_of(b.post_attention_layernorm.grad);
-      b.for_each_linear([&](const std::string&, const Linear& lin) {
-        m.weights += lin.weight.weight_bytes(), m.quant_stats += lin.weight.stats_bytes(), m.grads += lin.weight.grad_bytes();
-        m.workspace += lin.workspace_bytes();
-        if constexpr (requires { lin.adapter_memory(); }) m = m + lin.adapter_memory();  // LoRA
-      });
+      b.for_each_linear([&](const std::string&, const Linear& lin) { m = m + lin.memory(); });
     }
     for (const auto& a : acts_) m.activations += a.bytes();
     m.activations += bytes_of(xf_) + bytes_of(rstdf_) + bytes_of(x_last_) + bytes_of(logits_);
-    m.workspace += scratch_.bytes() + ws_.bytes() + bytes_of(*tile_) + step_scratch_->capacity() * sizeof(S);
+    m.workspace += scratch_.bytes() + ws_.bytes() + shared_->bytes();
     return m;
   }
 
-  /// The same numbers from the config alone, for B sequences of T tokens after forward + loss + backward:
-  /// what a run will need, printed before it starts.
+  /// The same numbers from the config and the layers' shapes alone, for B sequences of T tokens after forward +
+  /// loss + backward: what a run will need, printed before it starts.
   memory_report planned_memory(int B, int T) const {
     memory_report m;
     const std::size_t M = std::size_t(B) * T, C = config.dim, F = config.hidden_dim, V = config.vocab_size,
                       KV = config.kv_dim(), H = config.n_heads, L = layers.size(), s = sizeof(S);
-    // parameters: embeddings, norms and an untied head are dense; the 7 linears per block follow their policy
-    m.weights = s * (V * C + L * 2 * C + C + (config.tie_word_embeddings ? 0 : V * C));
-    const std::pair<std::size_t, std::size_t> per_block[] = {
-        linear_bytes(C, C), linear_bytes(KV, C), linear_bytes(KV, C), linear_bytes(C, C),
-        linear_bytes(F, C), linear_bytes(F, C), linear_bytes(C, F)};
-    for (const auto& [w, stats] : per_block) m.weights += L * w, m.quant_stats += L * stats;
-    // gradients: one buffer per trainable parameter, of its size
-    m.grads = embed_grad.size() ? s * V * C : 0;
+    // embeddings and norms are dense; every linear layer (an untied head too) plans its own (linear::planned_memory)
+    m = lm_head.planned_memory(M);
+    m.weights += s * (V * C + L * 2 * C + C);
+    m.grads += embed_grad.size() ? s * V * C : 0;
     m.grads += final_norm.trainable() ? s * C : 0;
-    m.grads += lm_head.weight.trainable() ? s * V * C : 0;
-    std::size_t step_scratch = 0;  // elements of the one buffer the linears share (LoRA dropout)
+    shared_sizes shared = lm_head.planned_shared(M);  // the buffers the layers share: the largest need of each
     for (const auto& b : layers) {
       m.grads += s * C * (b.input_layernorm.trainable() + b.post_attention_layernorm.trainable());
       b.for_each_linear([&](const std::string&, const Linear& lin) {
-        if (lin.weight.trainable()) m.grads += s * std::size_t(lin.out_features() * lin.in_features());
-        m.workspace += lin.workspace_bytes();
-        if constexpr (requires { lin.planned_adapter_memory(M); }) m = m + lin.planned_adapter_memory(M);  // LoRA
-        if constexpr (requires { lin.planned_scratch_elements(M); }) step_scratch = std::max(step_scratch, lin.planned_scratch_elements(M));
+        m = m + lin.planned_memory(M);
+        shared = max(shared, lin.planned_shared(M));
       });
     }
-    m.workspace += s * step_scratch;
+    m.workspace += sizeof(float) * shared.tile + s * shared.scratch;
     // activations kept for backward, and the scratch of one step
     const std::size_t block_all = s * (M * C * 6 + M * KV * 2 + std::size_t(B) * H * T * T + M * F * 3 + M * 2);
     const std::size_t block_input = s * M * C;
-    m.activations = gradient_checkpointing ? L * block_input : L * block_all;
+    m.activations += gradient_checkpointing ? L * block_input : L * block_all;
     m.activations += s * (M * C * 2 + M + M * V);  // xf, x_last, rstdf, logits
     if (gradient_checkpointing) m.workspace += block_all;  // one block recomputed at a time
     m.workspace += s * (M * C * 6 + M * KV * 2 + M * F * 3 + M * V);  // backward temporaries + dlogits
-    if (!is_dense) m.workspace += sizeof(float) * dequant_tile_rows * std::max(C, F);
     return m;
   }
 
   const rotary_table<S>& rope() const { return rope_; }
-  const matrix<float>& dequant_tile() const { return *tile_; }
+  /// The buffers the layers share (dequantization tile, per-call scratch).
+  const shared_workspace<S>& shared_buffers() const { return *shared_; }
 
  private:
   struct workspace {
@@ -336,22 +322,6 @@ class llama_model {
   };
 
   static constexpr bool is_dense = std::same_as<typename Linear::weight_type, dense_weight<S>>;
-
-  /// (weight bytes, statistics bytes) of one (n, k) linear layer of this model's type, from the formula.
-  static std::pair<std::size_t, std::size_t> linear_bytes(std::size_t n, std::size_t k) {
-    using W = typename Linear::weight_type;
-    if constexpr (is_dense) {
-      return {sizeof(S) * n * k, 0};
-    } else if constexpr (std::same_as<W, bf16_weight>) {
-      return {sizeof(Eigen::bfloat16) * n * k, 0};
-    } else if constexpr (std::same_as<typename W::scheme, quant::int8_rowwise>) {
-      return {n * k, quant::int8_rowwise::storage_bytes(n, k) - n * k};
-    } else {
-      using Q = typename W::scheme;
-      const std::size_t codes = Q::bits == 4 ? (n * k + 1) / 2 : n * k;
-      return {codes, quant::storage_bytes<Q>(n * k) - codes};
-    }
-  }
 
   attention_shape shape() const { return {B_, T_, config.n_heads, config.n_kv_heads, config.head_dim()}; }
 
@@ -383,13 +353,6 @@ class llama_model {
     a.rstd1 = vector<S>(), a.rstd2 = vector<S>();
   }
 
-  void attach_tile(Linear& lin) {
-    if constexpr (!is_dense) {
-      const Eigen::Index maxk = std::max(config.dim, config.hidden_dim);
-      if (tile_->size() == 0) tile_->resize(dequant_tile_rows, maxk);
-      lin.shared_tile = tile_.get();
-    }
-  }
   static void lin_set_trainable(linear<dense_weight<S>>& l, bool on) { l.weight.set_trainable(on); }
 
   rotary_table<S> rope_;
@@ -402,8 +365,7 @@ class llama_model {
   workspace ws_;
   // On the heap, so that the linears' pointers to it survive a move of the model (and a copy, which would
   // share it across models, does not compile).
-  std::unique_ptr<matrix<float>> tile_ = std::make_unique<matrix<float>>();
-  std::unique_ptr<std::vector<S>> step_scratch_ = std::make_unique<std::vector<S>>();  // shared by the linears, as tile_
+  std::unique_ptr<shared_workspace<S>> shared_ = std::make_unique<shared_workspace<S>>();
 };
 
 // ---- construction helpers ----------------------------------------------------------------------------------------

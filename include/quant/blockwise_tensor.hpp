@@ -119,6 +119,11 @@ class blockwise_tensor {
   static blockwise_tensor quantize_ref(std::span<const T> x, std::vector<std::int64_t> shape) {
     return quantize_impl<true>(x, std::move(shape));
   }
+  /// A (rows, cols) row-major matrix: the entry point every quantized tensor shares (quant::quantize<S>).
+  template <element_type T>
+  static blockwise_tensor quantize(std::span<const T> x, std::size_t rows, std::size_t cols) {
+    return quantize_impl<false>(x, {static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols)});
+  }
 
   /// Rebuilds a tensor from stored parts (a bnb checkpoint); every size is checked against n.
   static blockwise_tensor from_parts(std::vector<std::int64_t> shape, std::vector<std::uint8_t> codes,
@@ -208,7 +213,20 @@ class blockwise_tensor {
   std::size_t cols() const { return rows() == 0 ? 0 : n_ / rows(); }
   std::size_t num_blocks() const { return detail::ceil_div(n_, block_size); }
   std::size_t num_nested_blocks() const requires(S::nested) { return detail::ceil_div(num_blocks(), S::nested_block_size); }
+  /// Bytes of the codes (uint8 elements: two 4-bit codes or one 8-bit code each); the rest of storage_bytes() is
+  /// statistics (stats_bytes).
   std::size_t code_bytes() const { return S::bits == 4 ? (n_ + 1) / 2 : n_; }
+  std::size_t stats_bytes() const { return storage_bytes() - code_bytes(); }
+  /// The dtype bitsandbytes stores the codes in (Params4bit / quantize_blockwise: uint8) and their element count.
+  static constexpr const char* storage_dtype = "uint8";
+  std::size_t code_elements() const { return code_bytes(); }
+  /// What a (rows, cols) tensor will allocate, from the formula: codes, and statistics (quant::storage_bytes<S>).
+  static constexpr std::size_t planned_code_bytes(std::size_t rows, std::size_t cols) {
+    return S::bits == 4 ? (rows * cols + 1) / 2 : rows * cols;
+  }
+  static constexpr std::size_t planned_stats_bytes(std::size_t rows, std::size_t cols) {
+    return quant::storage_bytes<S>(rows * cols) - planned_code_bytes(rows, cols);
+  }
 
   /// Bytes this tensor allocated for codes and statistics (vector capacities, not sizes).
   std::size_t storage_bytes() const {

@@ -105,6 +105,19 @@ class rowwise_int8_tensor {
   std::span<const float> row_absmax() const { return scb_; }
   std::span<const std::int32_t> outlier_columns() const { return outlier_cols_; }
 
+  /// Bytes of the codes CB (int8, one per weight); the rest of storage_bytes() is statistics: SCB and the outlier
+  /// columns (stats_bytes).
+  std::size_t code_bytes() const { return numel(); }
+  std::size_t stats_bytes() const { return storage_bytes() - code_bytes(); }
+  /// The dtype bitsandbytes stores the codes in (Int8Params: int8) and their element count.
+  static constexpr const char* storage_dtype = "int8";
+  std::size_t code_elements() const { return numel(); }
+  /// What a (rows, cols) tensor quantized without outliers will allocate: codes, and statistics (SCB).
+  static constexpr std::size_t planned_code_bytes(std::size_t rows, std::size_t cols) { return rows * cols; }
+  static constexpr std::size_t planned_stats_bytes(std::size_t rows, std::size_t cols) {
+    return int8_rowwise::storage_bytes(rows, cols) - planned_code_bytes(rows, cols);
+  }
+
   /// Bytes allocated for CB, SCB and the outlier columns; equals int8_rowwise::storage_bytes(rows, cols, m).
   std::size_t storage_bytes() const {
     return cb_.capacity() + scb_.capacity() * sizeof(float) + outlier_cols_.capacity() * sizeof(std::int32_t) +
