@@ -26,13 +26,13 @@
 #include <string>
 #include <vector>
 
-#include <boost/program_options.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
 #include <fmt/os.h>
 #include <omp.h>
 
 #include "bench_support.hpp"
+#include "experiment/cli.hpp"
 #include "nn/generate.hpp"
 #include "nn/llama.hpp"
 #include "nn/random_model.hpp"
@@ -245,25 +245,19 @@ int run(const options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) try {
-  namespace po = boost::program_options;
-  options o;
-  po::options_description opts("model_bench: llama_model tokens/s and GEMM efficiency vs OpenBLAS sgemm");
-  opts.add_options()("help", "list the flags and their defaults")
-      ("sizes", po::value(&o.sizes)->default_value(o.sizes), "comma list of sizes: 260K, 5M, 30M")
-      ("batch", po::value(&o.batch)->default_value(o.batch), "B: sequences per forward")
-      ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "T: tokens per sequence")
-      ("repeats", po::value(&o.repeats)->default_value(o.repeats), "timed runs per number; the median is reported")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP (and OpenBLAS) threads (0: all cores)")
-      ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the weights and tokens (std::mt19937_64)")
-      ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)");
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
-  if (vm.count("help")) return std::cout << opts, 0;
-  po::notify(vm);
-  LORALAB_CHECK(o.batch > 0 && o.seq_len > 0 && o.repeats > 0 && o.threads >= 0, "--batch=", o.batch, " --seq-len=",
-                o.seq_len, " --repeats=", o.repeats, " --threads=", o.threads, ": need positive sizes, threads >= 0");
-  return run(o);
-} catch (const std::exception& e) {
-  return fmt::print(stderr, "model_bench: {}\n", e.what()), 1;
+int main(int argc, char** argv) {
+  return loralab::experiment::guarded_main("model_bench", [&] {
+    options o;
+    loralab::experiment::command_line cli("model_bench: llama_model tokens/s and GEMM efficiency vs OpenBLAS sgemm", o.seed);
+    cli.flag("sizes", o.sizes, "comma list of sizes: 260K, 5M, 30M")
+        .flag("batch", o.batch, "B: sequences per forward")
+        .flag("seq-len", o.seq_len, "T: tokens per sequence")
+        .flag("repeats", o.repeats, "timed runs per number; the median is reported")
+        .flag("csv", o.csv, "also write the table to this CSV file (empty: no file)");
+    if (auto code = cli.parse(argc, argv)) return *code;
+    o.threads = cli.threads, o.seed = cli.seed;
+    LORALAB_CHECK(o.batch > 0 && o.seq_len > 0 && o.repeats > 0, "--batch=", o.batch, " --seq-len=", o.seq_len, " --repeats=",
+                  o.repeats, ": need positive sizes");
+    return run(o);
+  });
 }

@@ -31,12 +31,12 @@
 #include <tuple>
 #include <vector>
 
-#include <boost/program_options.hpp>
 #include <fmt/core.h>
 #include <fmt/os.h>
 #include <omp.h>
 
 #include "core/check.hpp"
+#include "experiment/cli.hpp"
 #include "quant/blockwise_tensor.hpp"
 #include "quant/rowwise_int8_tensor.hpp"
 #include "quant/schemes.hpp"
@@ -198,25 +198,16 @@ int run(const config& cfg) {
 
 }  // namespace
 
-int main(int argc, char** argv) try {
-  namespace po = boost::program_options;
-  config cfg;
-  po::options_description opts("quant_bench: quantize/dequantize GB/s of each scheme vs memcpy");
-  opts.add_options()("help", "list the flags and their defaults")
-      ("size", po::value(&cfg.size)->default_value(cfg.size), "elements (16M: a 4096 x 4096 weight)")
-      ("repeats", po::value(&cfg.repeats)->default_value(cfg.repeats), "timed runs per number; the median is reported")
-      ("threads", po::value(&cfg.threads)->default_value(cfg.threads), "OpenMP threads (0: all cores)")
-      ("seed", po::value(&cfg.seed)->default_value(cfg.seed), "seed of the N(0, 0.02) data (std::mt19937_64)")
-      ("csv", po::value(&cfg.csv)->default_value(""), "also write the table to this CSV file (empty: no file)");
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
-  if (vm.count("help")) return std::cout << opts, 0;
-  po::notify(vm);
-  LORALAB_CHECK(cfg.size > 0 && cfg.repeats > 0 && cfg.threads >= 0, "--size=", cfg.size, " --repeats=", cfg.repeats,
-                " --threads=", cfg.threads, ": need size > 0, repeats > 0, threads >= 0");
-  return run(cfg);
-} catch (const loralab::error& e) {
-  return fmt::print(stderr, "quant_bench: {}\n", e.what()), 1;
-} catch (const std::exception& e) {
-  return fmt::print(stderr, "quant_bench: {}\n", e.what()), 1;
+int main(int argc, char** argv) {
+  return loralab::experiment::guarded_main("quant_bench", [&] {
+    config cfg;
+    loralab::experiment::command_line cli("quant_bench: quantize/dequantize GB/s of each scheme vs memcpy", cfg.seed);
+    cli.flag("size", cfg.size, "elements (16M: a 4096 x 4096 weight)")
+        .flag("repeats", cfg.repeats, "timed runs per number; the median is reported")
+        .flag("csv", cfg.csv, "also write the table to this CSV file (empty: no file)");
+    if (auto code = cli.parse(argc, argv)) return *code;
+    cfg.threads = cli.threads, cfg.seed = cli.seed;
+    LORALAB_CHECK(cfg.size > 0 && cfg.repeats > 0, "--size=", cfg.size, " --repeats=", cfg.repeats, ": need size > 0, repeats > 0");
+    return run(cfg);
+  });
 }

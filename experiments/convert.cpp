@@ -10,20 +10,19 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
 #include "nn/model_io.hpp"
 
 using namespace loralab;
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::string in, out;
-  experiments::po::options_description desc("convert: llama2.c checkpoint -> HF directory");
-  desc.add_options()("in", experiments::po::value(&in)->required(), "llama2.c .bin checkpoint (v0, v1, v2) or HF directory")(
-      "out", experiments::po::value(&out)->required(), "output directory (config.json + model.safetensors)");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  experiment::command_line cli("convert: llama2.c checkpoint -> HF directory");
+  auto& desc = cli.desc;
+  desc.add_options()("in", experiment::po::value(&in)->required(), "llama2.c .bin checkpoint (v0, v1, v2) or HF directory")(
+      "out", experiment::po::value(&out)->required(), "output directory (config.json + model.safetensors)");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   const nn::model_file m = nn::load_model_file(in);
   nn::write_hf_dir(m, out);
   std::size_t params = 0;

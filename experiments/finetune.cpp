@@ -20,7 +20,7 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
 #include "model_cli.hpp"
 #include "lora/lora.hpp"
 #include "train/console_log.hpp"
@@ -77,8 +77,7 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
 }  // namespace
 
 int main(int argc, char** argv) try {
-  namespace po = experiments::po;
-  experiments::common_options common;
+  namespace po = experiment::po;
   std::string model_path, tokenizer_path, format = "alpaca", tmpl, quant = "none", targets_text = "q_proj,v_proj", optim = "adamw",
               scheduler = "linear", val = "0", init = "kaiming_uniform", adapter_dir, export_base;
   bool dq = false, train_on_prompt = false, packing = false;
@@ -88,7 +87,8 @@ int main(int argc, char** argv) try {
   bool resume = false;
   data::dataset_config dc;
   std::string data_path;
-  po::options_description desc("finetune: LoRA / QLoRA fine-tuning");
+  experiment::command_line cli("finetune: LoRA / QLoRA fine-tuning");
+  auto& desc = cli.desc;
   desc.add_options()("model", po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
       "tokenizer", po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
       "data", po::value(&data_path)->required(), "dataset file")(
@@ -125,12 +125,11 @@ int main(int argc, char** argv) try {
       "adapter", po::value(&adapter_dir), "start from this PEFT LoRA adapter's values (a new run; see --resume for continuing one)")(
       "export-base", po::value(&export_base), "write the base as an HF directory here and record it in adapter_config.json "
                                               "(default for a non-HF --model: OUTPUT/base_model; 'none': record --model as given)");
-  experiments::add_common_options(desc, common);
-  po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   lc.init = lora::parse_lora_init(init);
   lc.validate();
-  o.seed = common.seed;
+  o.seed = cli.seed;
   o.optim = optim;
   o.scheduler = train::parse_schedule_kind(scheduler);
   o.validate();
@@ -142,7 +141,7 @@ int main(int argc, char** argv) try {
   dc.train_on_prompt = train_on_prompt;
   dc.packing = packing;
   dc.val = data::val_size::parse(val);
-  dc.seed = common.seed;  // the train/validation split keeps its own seed: runs with other seeds share it
+  dc.seed = cli.seed;  // the train/validation split keeps its own seed: runs with other seeds share it
   dc.validate();
 
   (void)experiments::model_scheme(quant, dq);  // refused before any work, with the known names

@@ -21,7 +21,7 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
 #include "data/prompt_template.hpp"
 #include "model_cli.hpp"
 #include "nn/model_io.hpp"
@@ -95,32 +95,31 @@ void run_once(Model& m, const nn::tokenizer& tok, const std::string& user_text, 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::string model_path, tokenizer_path, prompt, quant = "none", adapter, tmpl_name, input;
   bool dq = false, print_ids = false, interactive = false;
   nn::generation_options o;
-  experiments::po::options_description desc("generate: text from a Llama model");
-  desc.add_options()("model", experiments::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
-      "tokenizer", experiments::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
-      "prompt", experiments::po::value(&prompt)->default_value(""), "text to continue (empty: start from BOS)")(
-      "max-new-tokens", experiments::po::value(&o.max_new_tokens)->default_value(256), "tokens to generate at most")(
-      "temperature", experiments::po::value(&o.sampling.temperature)->default_value(0.0f), "0 = greedy")(
-      "top-k", experiments::po::value(&o.sampling.top_k)->default_value(0), "sample among the k most likely (0 = all)")(
-      "top-p", experiments::po::value(&o.sampling.top_p)->default_value(1.0f), "nucleus sampling threshold (1 = off)")(
-      "repetition-penalty", experiments::po::value(&o.sampling.repetition_penalty)->default_value(1.0f), "1 = off")(
-      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
-      "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
-      "adapter", experiments::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged")(
-      "template", experiments::po::value(&tmpl_name), "wrap the prompt as an instruction: alpaca, dolly, chatml or plain")(
-      "input", experiments::po::value(&input)->default_value(""), "the template's input field (alpaca/dolly/chatml)")(
-      "print-ids", experiments::po::bool_switch(&print_ids), "also print the generated token ids on one line")(
-      "interactive", experiments::po::bool_switch(&interactive), "read prompts from the terminal, one per line");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  experiment::command_line cli("generate: text from a Llama model");
+  auto& desc = cli.desc;
+  desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
+      "tokenizer", experiment::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
+      "prompt", experiment::po::value(&prompt)->default_value(""), "text to continue (empty: start from BOS)")(
+      "max-new-tokens", experiment::po::value(&o.max_new_tokens)->default_value(256), "tokens to generate at most")(
+      "temperature", experiment::po::value(&o.sampling.temperature)->default_value(0.0f), "0 = greedy")(
+      "top-k", experiment::po::value(&o.sampling.top_k)->default_value(0), "sample among the k most likely (0 = all)")(
+      "top-p", experiment::po::value(&o.sampling.top_p)->default_value(1.0f), "nucleus sampling threshold (1 = off)")(
+      "repetition-penalty", experiment::po::value(&o.sampling.repetition_penalty)->default_value(1.0f), "1 = off")(
+      "quant", experiment::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
+      "double-quant", experiment::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
+      "adapter", experiment::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged")(
+      "template", experiment::po::value(&tmpl_name), "wrap the prompt as an instruction: alpaca, dolly, chatml or plain")(
+      "input", experiment::po::value(&input)->default_value(""), "the template's input field (alpaca/dolly/chatml)")(
+      "print-ids", experiment::po::bool_switch(&print_ids), "also print the generated token ids on one line")(
+      "interactive", experiment::po::bool_switch(&interactive), "read prompts from the terminal, one per line");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   LORALAB_CHECK(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got ", o.max_new_tokens);
   o.sampling.validate();
-  o.seed = common.seed;
+  o.seed = cli.seed;
   std::optional<data::prompt_template> tmpl;
   if (!tmpl_name.empty()) tmpl = data::parse_prompt_template(tmpl_name);
   LORALAB_CHECK(input.empty() || tmpl, "--input needs --template");

@@ -25,7 +25,7 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
 #include "core/atomic_dir.hpp"
 #include "lora/merged_model.hpp"
 #include "model_cli.hpp"
@@ -62,12 +62,12 @@ std::uint64_t parse_size(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  namespace po = experiments::po;
-  experiments::common_options common;
+  namespace po = experiment::po;
   std::string model_path, adapter, out, format = "hf", dtype = "f32", quant = "none", requantize = "none", tokenizer,
               shard = "5GB";
   bool dq = false, overwrite = false;
-  po::options_description desc("merge: a LoRA adapter merged into its base, written as one model");
+  experiment::command_line cli("merge: a LoRA adapter merged into its base, written as one model");
+  auto& desc = cli.desc;
   desc.add_options()("model", po::value(&model_path)->required(), "the base: llama2.c .bin, HF or Meta directory")(
       "adapter", po::value(&adapter)->required(), "PEFT LoRA adapter directory")(
       "out", po::value(&out)->required(), "output directory (written whole or not at all)")(
@@ -79,9 +79,8 @@ int main(int argc, char** argv) try {
       "max-shard-size", po::value(&shard)->default_value(shard), "hf: split model.safetensors above this size (0: never)")(
       "tokenizer", po::value(&tokenizer), "copy this tokenizer into the output as tokenizer.model")(
       "overwrite", po::bool_switch(&overwrite), "replace an existing output directory");
-  experiments::add_common_options(desc, common);
-  po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   LORALAB_CHECK(format == "hf" || format == "meta", "--format must be hf or meta, got '", format, "'");
   LORALAB_CHECK(quant != "bf16", "--quant bf16 is not a QLoRA base; merge the float model (--quant none)");
   LORALAB_CHECK(requantize == "none" || requantize == "nf4" || requantize == "fp4", "--requantize must be none, nf4 or fp4, got '",

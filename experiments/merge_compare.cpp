@@ -27,7 +27,8 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
+#include "experiment/report.hpp"
 #include "core/atomic_dir.hpp"
 #include "lora/lora.hpp"
 #include "lora/merged_model.hpp"
@@ -119,15 +120,15 @@ std::vector<std::string> read_prompts(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  namespace po = experiments::po;
-  experiments::common_options common;
+  namespace po = experiment::po;
   std::string model_path, tokenizer_path, adapter, base = "nf4+dq", data_path = "/usr/share/games/fortunes/fortunes", format = "text",
               prompts_path, out_dir = "results/merge_compare";
   data::dataset_config dc;
   train::train_options o;
   int records = 400, max_new = 40;
   bool quick = false;
-  po::options_description desc("merge_compare: base, unmerged adapter, HF and Meta merges, requantized merge side by side");
+  experiment::command_line cli("merge_compare: base, unmerged adapter, HF and Meta merges, requantized merge side by side");
+  auto& desc = cli.desc;
   desc.add_options()("model", po::value(&model_path), "llama2.c .bin, HF or Meta directory (default: models/stories260K.bin)")(
       "tokenizer", po::value(&tokenizer_path), "sentencepiece .model or tokenizer.bin (default: models/tok512.model)")(
       "adapter", po::value(&adapter), "PEFT adapter to compare (default: train one here first)")(
@@ -140,17 +141,16 @@ int main(int argc, char** argv) try {
       "prompts", po::value(&prompts_path), "file of prompts, one per line (default: four story openings)")(
       "max-new-tokens", po::value(&max_new)->default_value(max_new), "greedy tokens per prompt")(
       "output-dir", po::value(&out_dir)->default_value(out_dir), "tables, JSON, figure, the adapter and the merged models");
-  experiments::add_common_options(desc, common);
-  po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   const std::string scheme = experiments::model_scheme(base, false);  // canonical: nf4+dq -> nf4-b64-dq
   const std::string& quant = scheme;
   const bool dq = false;
   if (quick) records = 40, o.epochs = 1, max_new = 8;
   LORALAB_CHECK(records > 0 && max_new > 0, "--records and --max-new-tokens must be > 0");
-  if (model_path.empty()) model_path = experiments::default_model_file("stories260K.bin", argv[0]);
-  if (tokenizer_path.empty()) tokenizer_path = experiments::default_model_file("tok512.model", argv[0]);
-  dc.file = data_path, dc.format = data::parse_data_format(format), dc.val = data::val_size::parse("31"), dc.seed = common.seed;
+  if (model_path.empty()) model_path = experiment::default_model_file("stories260K.bin", argv[0]);
+  if (tokenizer_path.empty()) tokenizer_path = experiment::default_model_file("tok512.model", argv[0]);
+  dc.file = data_path, dc.format = data::parse_data_format(format), dc.val = data::val_size::parse("31"), dc.seed = cli.seed;
   dc.validate();
   const fs::path out(out_dir);
 
@@ -170,7 +170,7 @@ int main(int argc, char** argv) try {
                                     dc.batch_size, tok->eos_id(), dc.seed);
     lora::lora_config lc;
     const auto targets = lora::parse_targets("all-linear");
-    o.lr = 3e-3, o.seed = common.seed;
+    o.lr = 3e-3, o.seed = cli.seed;
     experiments::with_lora_model(file, quant, dq, [&]<class Base>(lora::lora_model<Base>& m) {
       lora::attach_adapters(m, lc, targets, o.seed);
       lora::prepare_for_kbit_training(m);
@@ -223,7 +223,7 @@ int main(int argc, char** argv) try {
     }
   });
 
-  experiments::table tab({"variant", "files MiB", "build/load s", "tokens/s", "perplexity", "Δppl vs unmerged %", "max |Δlogit| vs unmerged",
+  experiment::table tab({"variant", "files MiB", "build/load s", "tokens/s", "perplexity", "Δppl vs unmerged %", "max |Δlogit| vs unmerged",
                           "greedy text = unmerged"});
   for (auto& x : v) {
     x.max_dlogit = double((x.logits - v[1].logits).cwiseAbs().maxCoeff());
@@ -237,7 +237,7 @@ int main(int argc, char** argv) try {
   tab.print_markdown();
   std::vector<std::string> cols = {"prompt"};
   for (const auto& x : v) cols.push_back(x.name);
-  experiments::table texts(cols);
+  experiment::table texts(cols);
   const auto cell = [](std::string s) {
     for (char& c : s) c = (c == '\n' || c == '|') ? ' ' : c;
     return s;
@@ -264,7 +264,7 @@ int main(int argc, char** argv) try {
   tab.write_csv(out / "merge_compare.csv");
   nlohmann::ordered_json j;
   j["config"] = {{"model", model_path}, {"tokenizer", tokenizer_path}, {"adapter", adapter}, {"base", base}, {"data", data_path},
-                 {"validation_tokens", in.val_ids.size()}, {"prompts", in.prompts}, {"max_new_tokens", max_new}, {"seed", common.seed}};
+                 {"validation_tokens", in.val_ids.size()}, {"prompts", in.prompts}, {"max_new_tokens", max_new}, {"seed", cli.seed}};
   for (const auto& x : v)
     j["variants"].push_back({{"name", x.name}, {"bytes", x.bytes}, {"load_seconds", x.load_s}, {"tokens_per_second", x.tokens_per_s},
                              {"perplexity", x.perplexity}, {"max_abs_dlogit_vs_unmerged", x.max_dlogit}, {"completions", x.completions}});
@@ -279,7 +279,7 @@ int main(int argc, char** argv) try {
     script += fmt::format("{} \"{}\" {} {}\n", i, v[i].name, v[i].perplexity, std::max(v[i].max_dlogit, 1e-9));
   script += "EOD\nset title 'validation perplexity'\nplot $D using 1:3:xtic(2) with boxes notitle\n"
             "set title 'max |Δlogit| vs unmerged (log)'\nset logscale y\nplot $D using 1:4:xtic(2) with boxes notitle\nunset multiplot\n";
-  experiments::run_gnuplot(script, out / "merge_compare.gp");
+  experiment::run_gnuplot(script, out / "merge_compare.gp");
   fmt::print("wrote {}, {} and {}\n", (out / "merge_compare.csv").string(), (out / "merge_compare.json").string(),
              (out / "merge_compare.png").string());
   return 0;

@@ -15,6 +15,7 @@
 
 #include "core/atomic_dir.hpp"
 #include "core/check.hpp"
+#include "experiment/cli.hpp"
 #include "lora/lora_model.hpp"
 #include "lora/peft_io.hpp"
 #include "nn/generate.hpp"
@@ -119,20 +120,6 @@ inline std::string base_model_record(const nn::model_file& file, const std::stri
     std::cerr << "base model written as an HF directory to " << dir.string() << "\n";
   }
   return fs::absolute(dir).lexically_normal().string();
-}
-
-/// The models/ files ship with the repository: found from the current directory (the repository root), else
-/// from the program (build/experiments/ -> ../../models/).
-inline std::string default_model_file(const std::string& name, const char* argv0) {
-  const std::filesystem::path here = std::filesystem::path("models") / name;
-  std::error_code ec;
-  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) exe = std::filesystem::absolute(argv0);
-  const std::filesystem::path there = (exe.parent_path() / ".." / ".." / "models" / name).lexically_normal();
-  if (std::filesystem::is_regular_file(here, ec)) return here.string();
-  if (std::filesystem::is_regular_file(there, ec)) return there.string();
-  fail("the default ", name, " is in neither ", std::filesystem::absolute(here).string(), " (from the current directory) nor ",
-       there.string(), " (from the program); pass --model and --tokenizer");
 }
 
 struct nll_result {

@@ -14,7 +14,7 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
 #include "model_cli.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
@@ -22,21 +22,20 @@
 using namespace loralab;
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::string model_path, tokenizer_path, text_file, quant = "none", adapter;
   bool dq = false;
   int context = 0;
-  experiments::po::options_description desc("perplexity: teacher-forced NLL of a text file");
-  desc.add_options()("model", experiments::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
-      "tokenizer", experiments::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
-      "text-file", experiments::po::value(&text_file)->required(), "UTF-8 text to score")(
-      "context", experiments::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
-      "quant", experiments::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
-      "double-quant", experiments::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
-      "adapter", experiments::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+  experiment::command_line cli("perplexity: teacher-forced NLL of a text file");
+  auto& desc = cli.desc;
+  desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
+      "tokenizer", experiment::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
+      "text-file", experiment::po::value(&text_file)->required(), "UTF-8 text to score")(
+      "context", experiment::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
+      "quant", experiment::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
+      "double-quant", experiment::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
+      "adapter", experiment::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
 
   const nn::model_file file = nn::load_model_file(model_path);
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);

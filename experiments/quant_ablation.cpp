@@ -23,7 +23,8 @@
 
 #include <fmt/core.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
+#include "experiment/report.hpp"
 #include "io/safetensors.hpp"
 #include "model_cli.hpp"
 #include "nn/model_io.hpp"
@@ -129,26 +130,25 @@ weights from_safetensors(const std::string& path) {
 }
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::int64_t rows = 4096, cols = 4096;
   std::string weights_path, out_dir = "results", model_path, tokenizer_path, text_file;
   int context = 0;
   float int8_threshold = 0.0f;
-  experiments::po::options_description desc("quant_ablation: storage vs error for every bitsandbytes scheme");
-  desc.add_options()("rows", experiments::po::value(&rows)->default_value(rows), "rows of the Gaussian weight")(
-      "cols", experiments::po::value(&cols)->default_value(cols), "columns of the Gaussian weight")(
-      "weights", experiments::po::value(&weights_path), "a .safetensors file: ablate its 2-D float tensors instead")(
-      "int8-threshold", experiments::po::value(&int8_threshold)->default_value(int8_threshold),
+  experiment::command_line cli("quant_ablation: storage vs error for every bitsandbytes scheme");
+  auto& desc = cli.desc;
+  desc.add_options()("rows", experiment::po::value(&rows)->default_value(rows), "rows of the Gaussian weight")(
+      "cols", experiment::po::value(&cols)->default_value(cols), "columns of the Gaussian weight")(
+      "weights", experiment::po::value(&weights_path), "a .safetensors file: ablate its 2-D float tensors instead")(
+      "int8-threshold", experiment::po::value(&int8_threshold)->default_value(int8_threshold),
       "LLM.int8 outlier threshold for the int8 row-wise scheme (0 = none, bnb's default)")(
-      "out-dir", experiments::po::value(&out_dir)->default_value(out_dir), "where the CSV and the plot go")(
-      "model", experiments::po::value(&model_path), "a llama2.c checkpoint or HF directory: ablate its linear layers and "
+      "out-dir", experiment::po::value(&out_dir)->default_value(out_dir), "where the CSV and the plot go")(
+      "model", experiment::po::value(&model_path), "a llama2.c checkpoint or HF directory: ablate its linear layers and "
                                                      "report perplexity (needs --tokenizer and --text-file)")(
-      "tokenizer", experiments::po::value(&tokenizer_path), "with --model: sentencepiece .model or llama2.c tokenizer.bin")(
-      "text-file", experiments::po::value(&text_file), "with --model: the text whose perplexity is reported")(
-      "context", experiments::po::value(&context)->default_value(0), "with --model: window in tokens (0 = the model's)");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+      "tokenizer", experiment::po::value(&tokenizer_path), "with --model: sentencepiece .model or llama2.c tokenizer.bin")(
+      "text-file", experiment::po::value(&text_file), "with --model: the text whose perplexity is reported")(
+      "context", experiment::po::value(&context)->default_value(0), "with --model: window in tokens (0 = the model's)");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   LORALAB_CHECK(rows > 0 && cols > 0, "--rows and --cols must be positive, got ", rows, " x ", cols);
 
   LORALAB_CHECK(weights_path.empty() || model_path.empty(), "--weights and --model exclude each other");
@@ -170,11 +170,11 @@ int main(int argc, char** argv) try {
     float_perplexity = experiments::teacher_forced_nll(dense, eval.ids, eval.context).perplexity();
   }
   const weights w = !model_path.empty() ? from_model(model)
-                    : weights_path.empty() ? gaussian(rows, cols, common.seed) : from_safetensors(weights_path);
+                    : weights_path.empty() ? gaussian(rows, cols, cli.seed) : from_safetensors(weights_path);
   const std::string source = !model_path.empty() ? model_path + " (linear layers)"
                              : weights_path.empty() ? fmt::format("Gaussian {}x{} N(0, 0.02)", rows, cols) : weights_path;
   fmt::print("# quant_ablation: {} tensor(s), {} parameters ({}), seed {}, threads {}\n\n", w.data.size(), w.numel(), source,
-             common.seed, omp_get_max_threads());
+             cli.seed, omp_get_max_threads());
   if (eval.file)
     fmt::print("float32 perplexity on {} ({} tokens): {:.4f}\n\n", text_file, eval.ids.size() - 1, float_perplexity);
 
@@ -187,7 +187,7 @@ int main(int argc, char** argv) try {
   per_block(std::integer_sequence<int, 32, 64, 128, 256, 1024, 4096>{});
   results.push_back(measure<int8_rowwise>(w, int8_threshold, eval));
 
-  experiments::table tab({"scheme", "family", "block", "bits/param (analytic)", "bits/param (measured)", "MSE",
+  experiment::table tab({"scheme", "family", "block", "bits/param (analytic)", "bits/param (measured)", "MSE",
                           "SQNR dB", "max |err|"});
   if (eval.file) tab.header.push_back("perplexity");
   for (const auto& r : results) {
@@ -224,7 +224,7 @@ int main(int argc, char** argv) try {
   script += "plot $nf4 using 1:2 with linespoints title 'nf4', $nf4dq using 1:2 with linespoints title 'nf4 + DQ', "
             "$fp4 using 1:2 with linespoints title 'fp4', $fp4dq using 1:2 with linespoints title 'fp4 + DQ', "
             "$dynamic8 using 1:2 with linespoints title 'dynamic 8-bit', $int8 using 1:2 with points pt 7 ps 2 title 'int8 row-wise'\n";
-  experiments::run_gnuplot(script, dir / "quant_ablation.gp");
+  experiment::run_gnuplot(script, dir / "quant_ablation.gp");
   fmt::print("wrote {} and {}\n", (dir / "quant_ablation.csv").string(), (dir / "quant_ablation.png").string());
   return 0;
 } catch (const std::exception& e) {

@@ -31,7 +31,8 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
+#include "experiment/report.hpp"
 #include "core/atomic_dir.hpp"
 #include "io/safetensors.hpp"
 #include "nn/model_io.hpp"
@@ -53,7 +54,7 @@ int quantize_file(const std::string& in, const std::string& out, const std::stri
   bnb_writer writer;
   std::vector<std::shared_ptr<const void>> keep_alive;  // quantized tensors referenced by the writer
   std::vector<std::vector<float>> dense_keep;
-  experiments::table tab({"tensor", "shape", "action", "bits/param", "MSE", "SQNR dB"});
+  experiment::table tab({"tensor", "shape", "action", "bits/param", "MSE", "SQNR dB"});
   for (const auto& t : f.tensors()) {
     const bool floating = t.type == io::dtype::F32 || t.type == io::dtype::F16 || t.type == io::dtype::BF16;
     const bool selected = std::regex_search(t.name, only_re) && (skip.empty() || !std::regex_search(t.name, skip_re));
@@ -92,7 +93,7 @@ int dequantize_file(const std::string& in, const std::string& out) {
   LORALAB_CHECK(!quantized.empty(), in, ": no bitsandbytes 4-bit weight (no *.quant_state.bitsandbytes__nf4|fp4 key)");
   io::safetensors_writer writer;
   std::vector<std::vector<float>> keep;
-  experiments::table tab({"tensor", "shape", "action"});
+  experiment::table tab({"tensor", "shape", "action"});
   for (const auto& t : f.tensors()) {
     if (is_bnb_aux_key(t.name, quantized)) continue;
     if (std::find(quantized.begin(), quantized.end(), t.name) == quantized.end()) {
@@ -137,25 +138,23 @@ int quantize_dir(const std::string& in, const std::string& out, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::string in, out, scheme = "nf4", only, skip;
   int block = 64;
   bool dq = false, dequantize = false, overwrite = false;
-  experiments::po::options_description desc(
-      "quantize: safetensors <-> bitsandbytes 4-bit safetensors; HF directory -> pre-quantized HF directory");
-  desc.add_options()("in", experiments::po::value(&in)->required(), "input .safetensors, or an HF model directory")(
-      "out", experiments::po::value(&out)->required(), "output .safetensors or directory (written atomically)")(
-      "scheme", experiments::po::value(&scheme)->default_value(scheme), "nf4 or fp4")(
-      "blocksize", experiments::po::value(&block)->default_value(block),
+  experiment::command_line cli("quantize: safetensors <-> bitsandbytes 4-bit safetensors; HF directory -> pre-quantized HF directory");
+  auto& desc = cli.desc;
+  desc.add_options()("in", experiment::po::value(&in)->required(), "input .safetensors, or an HF model directory")(
+      "out", experiment::po::value(&out)->required(), "output .safetensors or directory (written atomically)")(
+      "scheme", experiment::po::value(&scheme)->default_value(scheme), "nf4 or fp4")(
+      "blocksize", experiment::po::value(&block)->default_value(block),
       "32, 64, 128, 256, 512, 1024, 2048 or 4096 (a directory: 64)")(
-      "double-quant", experiments::po::bool_switch(&dq), "quantize the absmax statistics too (QLoRA's DQ)")(
-      "only", experiments::po::value(&only), "quantize only tensors whose name matches this regex (search)")(
-      "skip", experiments::po::value(&skip), "never quantize tensors whose name matches this regex (search)")(
-      "dequantize", experiments::po::bool_switch(&dequantize), "read a bnb 4-bit file and write float32")(
-      "overwrite", experiments::po::bool_switch(&overwrite), "directory mode: replace an existing --out directory");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+      "double-quant", experiment::po::bool_switch(&dq), "quantize the absmax statistics too (QLoRA's DQ)")(
+      "only", experiment::po::value(&only), "quantize only tensors whose name matches this regex (search)")(
+      "skip", experiment::po::value(&skip), "never quantize tensors whose name matches this regex (search)")(
+      "dequantize", experiment::po::bool_switch(&dequantize), "read a bnb 4-bit file and write float32")(
+      "overwrite", experiment::po::bool_switch(&overwrite), "directory mode: replace an existing --out directory");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
   const bool dir_mode = std::filesystem::is_directory(in);
   LORALAB_CHECK(!(dir_mode && dequantize), in, ": is a directory; convert --in DIR --out DIR writes a 4-bit "
                 "directory's dequantized float model");

@@ -29,7 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "common.hpp"
+#include "experiment/cli.hpp"
+#include "experiment/report.hpp"
 #include "core/atomic_file.hpp"
 #include "data/dataset.hpp"
 #include "nn/tokenizer.hpp"
@@ -63,22 +64,21 @@ std::string vocab_text(const sentencepiece::SentencePieceProcessor& sp) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  experiments::common_options common;
   std::string input, format_name = "text", split_name = "auto", prefix, model_type = "bpe";
   int vocab_size = 0;
   bool verbose = false;
-  experiments::po::options_description desc("train_tokenizer: a Llama-style SentencePiece model from a corpus");
-  desc.add_options()("input", experiments::po::value(&input)->required(), "corpus file")(
-      "format", experiments::po::value(&format_name)->default_value(format_name), "text | alpaca | dolly | quotes")(
-      "text-split", experiments::po::value(&split_name)->default_value(split_name),
-      "text documents: auto | fortune | eot | line")("vocab-size", experiments::po::value(&vocab_size)->required(),
+  experiment::command_line cli("train_tokenizer: a Llama-style SentencePiece model from a corpus");
+  auto& desc = cli.desc;
+  desc.add_options()("input", experiment::po::value(&input)->required(), "corpus file")(
+      "format", experiment::po::value(&format_name)->default_value(format_name), "text | alpaca | dolly | quotes")(
+      "text-split", experiment::po::value(&split_name)->default_value(split_name),
+      "text documents: auto | fortune | eot | line")("vocab-size", experiment::po::value(&vocab_size)->required(),
                                                      "pieces, specials and the 256 byte tokens included (so > 259)")(
-      "model-prefix", experiments::po::value(&prefix)->required(), "writes PREFIX.model and PREFIX.vocab")(
-      "model-type", experiments::po::value(&model_type)->default_value(model_type), "bpe | unigram")(
-      "verbose", experiments::po::bool_switch(&verbose), "show SentencePiece's training log");
-  experiments::add_common_options(desc, common);
-  experiments::po::variables_map vm;
-  if (int code = 0; !experiments::parse_command_line(argc, argv, desc, vm, common, code)) return code;
+      "model-prefix", experiment::po::value(&prefix)->required(), "writes PREFIX.model and PREFIX.vocab")(
+      "model-type", experiment::po::value(&model_type)->default_value(model_type), "bpe | unigram")(
+      "verbose", experiment::po::bool_switch(&verbose), "show SentencePiece's training log");
+  if (auto code = cli.parse(argc, argv)) return *code;
+  const auto& vm = cli.vm;
 
   const data::data_format format = data::parse_data_format(format_name);
   const data::text_split split = data::parse_text_split(split_name);
@@ -86,11 +86,11 @@ int main(int argc, char** argv) try {
                 model_type, "'");
   // 3 specials + 256 byte pieces are always in the vocabulary; SentencePiece checks the rest (characters, corpus).
   LORALAB_CHECK(vocab_size > 259, "--vocab-size must be > 259 (3 specials + 256 byte tokens), got ", vocab_size);
-  const int threads = common.threads > 0 ? common.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = cli.threads > 0 ? cli.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   fmt::print(
       "train_tokenizer{{input={} format={} text_split={} vocab_size={} model_type={} model_prefix={} seed={} "
       "threads={}}}\n",
-      input, lora::to_string(format), lora::to_string(split), vocab_size, model_type, prefix, common.seed, threads);
+      input, data::to_string(format), data::to_string(split), vocab_size, model_type, prefix, cli.seed, threads);
 
   // Documents as the model will see them, then one sentence per non-blank line.
   const std::vector<data::record> records = data::load_records(input, format, split);
@@ -100,7 +100,7 @@ int main(int argc, char** argv) try {
     const data::rendered_record t = data::render(data::default_template(format), r);
     documents.push_back(t.prompt + t.response);
     bytes += documents.back().size();
-    for (const auto& rec : lora::split_text(documents.back(), data::text_split::line)) sentences.push_back(rec.output);
+    for (const auto& rec : data::split_text(documents.back(), data::text_split::line)) sentences.push_back(rec.output);
   }
 
   const fs::path out_prefix(prefix);
@@ -126,7 +126,7 @@ int main(int argc, char** argv) try {
       {"num_threads", std::to_string(threads)},
       {"minloglevel", verbose ? "0" : "1"},
   };
-  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(common.seed));
+  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(cli.seed));
   vector_sentences it(sentences);
   std::string proto;
   const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(spec, &it, &proto);
@@ -153,7 +153,7 @@ int main(int argc, char** argv) try {
     for (const int id : ids) byte_tokens += tok.processor().IsByte(id);
     round_trip += tok.decode(ids) == d;
   }
-  experiments::table t(
+  experiment::table t(
       {"documents", "sentences", "bytes", "tokens", "bytes/token", "byte-fallback tokens", "round trip"});
   t.rows.push_back({std::to_string(documents.size()), std::to_string(sentences.size()), std::to_string(bytes),
                     std::to_string(tokens),

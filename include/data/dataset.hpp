@@ -348,6 +348,13 @@ class batch_loader {
 
   std::size_t size() const { return rows_.size(); }
   const std::vector<example>& rows() const { return rows_; }
+  /// A loader over the first n rows (all when n is 0 or >= size()), batched, padded and shuffled the same way:
+  /// a smaller training set that is a prefix of this one.
+  batch_loader head(std::size_t n) const {
+    const std::size_t k = n == 0 ? rows_.size() : std::min(n, rows_.size());
+    return batch_loader(std::vector<example>(rows_.begin(), rows_.begin() + std::ptrdiff_t(k)), batch_size_, pad_id_, seed_,
+                        shuffle_, pad_to_);
+  }
   int batch_size() const { return batch_size_; }
   /// Batches per epoch: ceil(rows / batch_size).
   int num_batches() const {

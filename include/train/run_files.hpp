@@ -82,8 +82,9 @@ class run_files final : public train_observer<Model> {
   void on_checkpoint(trainer<Model>& t, const trainer_state& s) override {
     const auto dir = dir_ / ("checkpoint-" + std::to_string(s.global_step));
     save_adapter(t, dir);
+    const state_dict_t state = t.opt().state_dict();  // the writer keeps views of these bytes until write()
     io::safetensors_writer w;
-    for (const auto& [name, bytes] : t.opt().state_dict()) w.add<std::uint8_t>(name, {std::int64_t(bytes.size())}, bytes);
+    for (const auto& [name, bytes] : state) w.add<std::uint8_t>(name, {std::int64_t(bytes.size())}, bytes);
     w.write(dir / "optimizer.safetensors");
     nlohmann::ordered_json j;
     j["global_step"] = s.global_step;

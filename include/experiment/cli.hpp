@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The command line of every loralab program (experiments, benches, labs), on Boost.Program_options: --help, --threads
+// and --seed built in; each flag bound to a variable whose current value is its default; errors and help printed the
+// same way everywhere; main's body run under one error convention. Programs that include this header link
+// Boost::program_options.
+//
+//   int main(int argc, char** argv) {
+//     return experiment::guarded_main("rank_ablation", [&] {
+//       experiment::command_line cli("rank_ablation: which LoRA rank?");
+//       int steps = 50;
+//       cli.flag("steps", steps, "optimizer steps per run");
+//       if (auto code = cli.parse(argc, argv)) return *code;
+//       …
+//       return 0;
+//     });
+//   }
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <boost/lexical_cast.hpp>
+#include <boost/program_options.hpp>
+#include <fmt/core.h>
+#include <omp.h>
+
+#include "core/check.hpp"
+
+namespace loralab::experiment {
+
+namespace po = boost::program_options;
+
+class command_line {
+ public:
+  explicit command_line(std::string caption, std::uint64_t default_seed = 42) : seed(default_seed), desc(std::move(caption)) {
+    desc.add_options()("help,h", "print this help and exit");
+    flag("threads", threads, "OpenMP/OpenBLAS threads (0 = all cores)");
+    flag("seed", seed, "random seed: same seed and threads, same numbers");
+  }
+
+  /// --name VALUE into `var`; its value now is the default shown by --help.
+  template <class T>
+  command_line& flag(const char* name, T& var, const char* help) {
+    desc.add_options()(name, po::value(&var)->default_value(var), help);
+    return *this;
+  }
+  /// --name VALUE into `var`, with no default: the flag must be given.
+  template <class T>
+  command_line& required(const char* name, T& var, const char* help) {
+    desc.add_options()(name, po::value(&var)->required(), help);
+    return *this;
+  }
+  /// --name (no value) sets `var` to true.
+  command_line& option_switch(const char* name, bool& var, const char* help) {
+    desc.add_options()(name, po::bool_switch(&var), help);
+    return *this;
+  }
+
+  /// Parses argv. Returns the exit code when main should stop: 0 after --help, 2 after a usage error (printed as
+  /// "PROGRAM: MESSAGE (see --help)"); std::nullopt to go on. Applies --threads.
+  std::optional<int> parse(int argc, char** argv) {
+    program_ = argc > 0 ? argv[0] : "program";
+    try {
+      po::store(po::parse_command_line(argc, argv, desc), vm);
+      if (vm.count("help")) {
+        std::cout << desc << "\n";
+        return 0;
+      }
+      po::notify(vm);
+    } catch (const po::error& e) {
+      std::cerr << program_ << ": " << e.what() << "\n(see --help)\n";
+      return 2;
+    }
+    if (threads < 0) {
+      std::cerr << program_ << ": --threads must be >= 0, got " << threads << "\n";
+      return 2;
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    return std::nullopt;
+  }
+
+  /// Whether --name was given on the command line (not just defaulted).
+  bool given(const std::string& name) const { return vm.count(name) && !vm[name].defaulted(); }
+
+  int threads = 0;
+  std::uint64_t seed = 42;
+  po::options_description desc;
+  po::variables_map vm;
+
+ private:
+  std::string program_;
+};
+
+/// "1,2,4" -> {1, 2, 4}: a comma list (spaces around items ignored) of values of T for `flag` (named in errors); an empty list is returned as is
+/// (a sweep refuses it with its own message).
+template <class T>
+std::vector<T> parse_list(const std::string& text, const char* flag) {
+  std::vector<T> out;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    std::string item = text.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(" \t"));  // "a, b" as "a,b"
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if constexpr (std::is_same_v<T, std::string>) {
+      LORALAB_CHECK(!item.empty(), flag, ": empty item in '", text, "'");
+      out.push_back(item);
+    } else {
+      try {
+        out.push_back(boost::lexical_cast<T>(item));
+      } catch (const boost::bad_lexical_cast&) {
+        fail(flag, " must be a comma list of numbers, got '", item, "' in '", text, "'");
+      }
+    }
+    pos = comma + 1;
+  }
+  return out;
+}
+
+/// The models/ files ship with the repository: found from the current directory (the repository root), else from
+/// the program (build/experiments/ -> ../../models/).
+inline std::string default_model_file(const std::string& name, const char* argv0) {
+  const std::filesystem::path here = std::filesystem::path("models") / name;
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) exe = std::filesystem::absolute(argv0);
+  const std::filesystem::path there = (exe.parent_path() / ".." / ".." / "models" / name).lexically_normal();
+  if (std::filesystem::is_regular_file(here, ec)) return here.string();
+  if (std::filesystem::is_regular_file(there, ec)) return there.string();
+  fail("the default ", name, " is in neither ", std::filesystem::absolute(here).string(), " (from the current directory) nor ",
+       there.string(), " (from the program); pass --model and --tokenizer");
+}
+
+/// Runs main's body; a loralab::error or any other exception becomes "NAME: error: MESSAGE" on stderr and exit 1.
+template <class F>
+int guarded_main(const char* name, F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", name, e.what());
+    return 1;
+  }
+}
+
+}  // namespace loralab::experiment
