@@ -661,7 +661,8 @@ void grade_speedup(grader& g) {
       if (method != "LoRA" && method != "QLoRA") fail_with("{} = \"{}\", not LoRA or QLoRA", r["method"].name(), method);
       if (std::find(d->sizes.begin(), d->sizes.end(), size) == d->sizes.end())
         fail_with("{} = {} is not in config.sizes [{}]", r["size"].name(), size, fmt::join(d->sizes, ", "));
-      if (!seen.insert(label).second) fail_with("{}: two runs are {}", speed_json, label);
+      if (!seen.insert(label).second)
+        fail_with("{}: two runs are {} (--seeds N > 1 writes one run per seed; the lab grades a one-seed run)", speed_json, label);
     }
     return pass();
   });
