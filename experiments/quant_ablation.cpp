@@ -63,15 +63,13 @@ result measure(const weights& w, float int8_threshold, const model_eval& eval) {
   for (std::size_t t = 0; t < w.data.size(); ++t) {
     const auto& x = w.data[t];
     std::vector<float> y(x.size());
-    std::size_t stored = 0;
-    if constexpr (std::same_as<S, int8_rowwise>) {
-      const std::size_t rows = static_cast<std::size_t>(w.shapes[t][0]);
-      const auto q = rowwise_int8_tensor::quantize<float>(x, rows, x.size() / rows, int8_threshold);
-      q.dequantize<float>(y), stored = q.storage_bytes();
-    } else {
-      const auto q = blockwise_tensor<S>::template quantize<float>(x, w.shapes[t]);
-      q.template dequantize<float>(y), stored = q.storage_bytes();
-    }
+    const std::size_t rows = static_cast<std::size_t>(w.shapes[t][0]), cols = x.size() / rows;
+    const auto q = [&] {  // LLM.int8() may keep outlier columns apart; blockwise schemes have no threshold
+      if constexpr (takes_outlier_threshold<S>) return quantize<S, float>(x, rows, cols, int8_threshold);
+      else return quantize<S, float>(x, rows, cols);
+    }();
+    q.template dequantize_rows<float>(0, rows, y);
+    const std::size_t stored = q.storage_bytes();
     const auto m = measure_error(x, y);
     bytes += stored;
     noise += m.mse * double(x.size());
@@ -81,14 +79,11 @@ result measure(const weights& w, float int8_threshold, const model_eval& eval) {
   result r;
   r.label = scheme_label<S>();
   const double n = double(w.numel());
-  if constexpr (std::same_as<S, int8_rowwise>) {
-    r.family = "int8-row";
-    r.bits_analytic = int8_rowwise::bits_per_param(w.data[0].size() / std::size_t(w.shapes[0][0]));
-  } else {
-    r.family = std::string(S::quant_type) + (S::nested ? "+dq" : "");
-    r.block = S::block_size;
-    r.bits_analytic = bits_per_param<S>();
-  }
+  r.family = scheme_family<S>();
+  r.block = scheme_block_size<S>();
+  const std::size_t rows0 = std::size_t(w.shapes[0][0]);
+  if constexpr (blockwise_scheme<S>) r.bits_analytic = bits_per_param<S>();  // the paper's formula (large-tensor limit)
+  else r.bits_analytic = planned_bits_per_param<S>(rows0, w.data[0].size() / rows0);
   r.bits_measured = 8.0 * double(bytes) / n;
   r.mse = noise / n;
   r.sqnr_db = 10 * std::log10(signal / noise);

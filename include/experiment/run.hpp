@@ -11,6 +11,7 @@
 //   s.targets = lora::parse_targets("q_proj,v_proj");
 //   s.train.max_steps = 100;
 //   const experiment::run_result r = experiment::train_one(file, data, s);
+//   experiment::train_one<quant::model_schemes, 16>(file, data, s);   // rank fixed at compile time (s.lora.r == 16)
 //   std::cout << r << "\n";                      // or r.to_json(), or a row of experiment/report.hpp's tables
 //
 // Nothing is written unless `output` names a directory (then: PEFT adapter, checkpoints, metrics.jsonl, run.json, as
@@ -160,15 +161,16 @@ run_result train_model(Model& m, const data::prepared_dataset& data, const run_s
 }
 
 /// Builds the base of `file` with spec.scheme (one of Schemes: an unknown name is an error listing them), attaches
-/// adapters, evaluates on data.val, trains on data.train, evaluates again.
-template <class Schemes = quant::model_schemes>
+/// adapters, evaluates on data.val, trains on data.train, evaluates again. Rank fixes the adapters' rank at compile
+/// time (lora::lora_linear<Base, Rank>); spec.lora.r must then equal it, or the run is refused before it starts.
+template <class Schemes = quant::model_schemes, int Rank = lora::dynamic_rank>
 run_result train_one(const nn::model_file& file, const data::prepared_dataset& data, const run_spec& spec) {
   spec.validate();
   LORALAB_CHECK(data.train.size() > 0, "train_one: the training set is empty");
   run_result r;
   quant::dispatch_scheme<Schemes>(quant::canonical_scheme_name(spec.scheme), [&]<class S>(std::type_identity<S>) {
     using W = nn::weight_of_t<S>;
-    auto m = lora::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
+    auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
       return nn::make_linear<W>(d, n, k);
     });
     r = train_model(m, data, spec);

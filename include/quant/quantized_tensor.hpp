@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -55,6 +56,35 @@ static_assert(quantized_storage<quantized_tensor<nf4<64>>> && quantized_storage<
 template <quant_scheme S, element_type T>
 quantized_tensor<S> quantize(std::span<const T> data, std::size_t rows, std::size_t cols) {
   return quantized_tensor<S>::template quantize<T>(data, rows, cols);
+}
+
+/// Whether S's quantizer can keep outlier columns apart (LLM.int8()'s threshold): quantize<S>(data, rows, cols, t).
+template <quant_scheme S>
+inline constexpr bool takes_outlier_threshold =
+    requires(std::span<const float> x) { quantized_tensor<S>::template quantize<float>(x, std::size_t(1), std::size_t(1), 0.0f); };
+
+template <quant_scheme S, element_type T>
+  requires takes_outlier_threshold<S>
+quantized_tensor<S> quantize(std::span<const T> data, std::size_t rows, std::size_t cols, float outlier_threshold) {
+  return quantized_tensor<S>::template quantize<T>(data, rows, cols, outlier_threshold);
+}
+
+/// How tables name and group a scheme: its family ("nf4", "nf4+dq", "dynamic8", "int8-row"), the elements one
+/// statistic covers (the block size; 0: one per row), and the analytic bits per parameter of a (rows, cols) weight.
+template <quant_scheme S>
+std::string scheme_family() {
+  if constexpr (blockwise_scheme<S>) return std::string(S::quant_type) + (S::nested ? "+dq" : "");
+  else return std::string(S::quant_type) + "-row";
+}
+template <quant_scheme S>
+constexpr int scheme_block_size() {
+  if constexpr (blockwise_scheme<S>) return S::block_size;
+  else return 0;
+}
+template <quant_scheme S>
+constexpr double planned_bits_per_param(std::size_t rows, std::size_t cols) {
+  using Q = quantized_tensor<S>;
+  return 8.0 * double(Q::planned_code_bytes(rows, cols) + Q::planned_stats_bytes(rows, cols)) / double(rows * cols);
 }
 
 }  // namespace loralab::quant

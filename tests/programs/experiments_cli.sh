@@ -17,7 +17,7 @@ cd "$tmp"
 check() {
   local prog="$1" rows="$2" sentence="$3"; shift 3
   local out="$tmp/$prog"
-  "$E/$prog" --quick --threads 2 --output-dir "$out" "$@" >"$out.log" 2>&1
+  "$E/$prog" --quick --threads 1 --output-dir "$out" "$@" >"$out.log" 2>&1
   expect "$prog --quick exits 0" test $? -eq 0
   expect "$prog: $rows table rows" test "$(grep -c '^| ' "$out.log")" -eq $((rows + 1))
   expect "$prog: closing sentence" grep -qE "$sentence" "$out.log"
@@ -56,16 +56,18 @@ sys.exit(not all(p[r] == p[1] * r for r in p))"
 expect "target_ablation: equal-budget runs within 25% of the budget" python3 -c "
 import json,sys; j=json.load(open('$tmp/target_ablation/target_ablation.json')); b=j['config']['budget']
 sys.exit(not all(abs(g['runs'][0]['trainable_parameters'] / b - 1) < 0.25 for g in j['groups'] if 'budget' in g['label']))"
-expect "scheme_ablation: 4-bit below 8-bit below 32 bits/weight; DQ saves bits" python3 -c "
+# (DQ's 256-entry code table and nested statistics cost more than they save on stories260K's 64-wide tensors: 5.4 bits
+# against 4.5; the saving needs large tensors, see docs/quantization.md.)
+expect "scheme_ablation: 4-bit below 8-bit below 32 bits/weight; larger blocks store fewer bits" python3 -c "
 import json,sys; g={x['label']: x['runs'][0] for x in json.load(open('$tmp/scheme_ablation/scheme_ablation.json'))['groups']}
 b=lambda s: g[s]['linear_bits_per_weight']
-sys.exit(not (b('nf4-b64') < b('dynamic8-b64') < b('float32') == 32 and b('nf4-b64-dq') < b('nf4-b64') and b('fp4-b256') < b('fp4-b64')))"
+sys.exit(not (b('nf4-b64') < b('dynamic8-b64') < b('float32') == 32 and b('nf4-b256') < b('nf4-b64') and b('fp4-b256-dq') < b('fp4-b64-dq')))"
 expect "optimizer_ablation: adamw8bit state < adamw state; sgd (no momentum) none" python3 -c "
 import json,sys; g={x['label']: x['runs'][0]['memory']['optimizer'] for x in json.load(open('$tmp/optimizer_ablation/optimizer_ablation.json'))['groups']}
 sys.exit(not (0 < g['adamw8bit'] < g['adamw'] / 2 and g['sgd'] == 0))"
 
 # Seeds: mean ± std and a verdict against the seed spread.
-"$E/rank_ablation" --quick --threads 2 --ranks 2,8 --seeds 2 --output-dir "$tmp/seeds" >"$tmp/seeds.log" 2>&1
+"$E/rank_ablation" --quick --threads 1 --ranks 2,8 --seeds 2 --output-dir "$tmp/seeds" >"$tmp/seeds.log" 2>&1
 expect "--seeds 2 exits 0" test $? -eq 0
 expect "--seeds 2: the table shows mean ± std" grep -q "± " "$tmp/seeds.log"
 expect "--seeds 2: the verdict names the seed spread" grep -qE "2 seeds\): (larger than|within) the seed spread" "$tmp/seeds.log"
@@ -78,8 +80,15 @@ expect "docs/experiments.md shows docs/examples/rank_sweep.cpp" python3 -c "
 import re,sys; md=open('$src/docs/experiments.md').read(); code=open('$src/docs/examples/rank_sweep.cpp').read()
 block=re.search(r'\`\`\`cpp\n(.*?)\`\`\`', md, re.S).group(1)
 sys.exit(not code.endswith(block))"
-"$build/examples/rank_sweep" --quick --threads 2 >"$tmp/sweep.log" 2>&1
+"$build/examples/rank_sweep" --quick --threads 1 >"$tmp/sweep.log" 2>&1
 expect "rank_sweep --quick exits 0 with 8 configurations" test $? -eq 0 -a "$(grep -c 'eval loss' "$tmp/sweep.log")" -eq 8
+
+# The labs' starter programs run as handed out (their TASKs left undone).
+"$build/labs/merge_methods_starter" --quick --threads 1 --output-dir "$tmp/lab1" >"$tmp/lab1.log" 2>&1
+expect "merge_methods_starter --quick: exit 0, one merged-vs-unmerged line, a PEFT adapter" test $? -eq 0 -a \
+  "$(grep -c '^merged (in memory) vs unmerged: max |Δlogit| ' "$tmp/lab1.log")" -eq 1 -a -s "$tmp/lab1/adapter/adapter_model.safetensors"
+"$build/labs/lora_vs_qlora_speedup_starter" --quick --threads 1 >"$tmp/lab2.log" 2>&1
+expect "lora_vs_qlora_speedup_starter --quick: exit 0, three sizes" test $? -eq 0 -a "$(grep -c '^N=[0-9]*: LoRA ' "$tmp/lab2.log")" -eq 3
 
 refused() {  # what, expected text, program, args...
   local what="$1" text="$2" prog="$3"; shift 3

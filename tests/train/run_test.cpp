@@ -102,6 +102,10 @@ BOOST_AUTO_TEST_CASE(checkpointing_is_the_specs_field_and_output_is_optional) {
   for (const char* f : {"adapter_model.safetensors", "adapter_config.json", "run.json", "metrics.jsonl"})
     BOOST_TEST(std::filesystem::exists(dir.path / "run" / f), f);
   ex::run_spec dense = spec("float32");
+  const auto fixed = ex::train_one<quant::scheme_list<quant::float32>, 4>(stories(), quotes(), dense);  // r 4 in the types
+  const auto dynamic = ex::train_one(stories(), quotes(), dense);
+  for (std::size_t i = 0; i < fixed.train.step_losses.size(); ++i)
+    BOOST_TEST(std::abs(fixed.train.step_losses[i] - dynamic.train.step_losses[i]) < 1e-5, "fixed rank, step " << i + 1);
   BOOST_TEST(!ex::train_one(stories(), quotes(), dense).gradient_checkpointing, "automatic: off for a float base");
 }
 
@@ -149,6 +153,8 @@ BOOST_AUTO_TEST_CASE(bad_specs_are_refused_before_any_run) {
   BOOST_CHECK_EXCEPTION(ex::run_sweep(stories(), quotes(), {spec("float32"), bad}, 1, [&](const auto&) { ++runs; }), loralab::error,
                         says("--r (LoRA rank) must be > 0, got 0"));
   BOOST_TEST(runs == 0);
+  BOOST_CHECK_EXCEPTION((ex::train_one<quant::scheme_list<quant::float32>, 8>(stories(), quotes(), spec("float32"))), loralab::error,
+                        says("LoRA rank 4 does not match the model's fixed rank 8"));
   BOOST_CHECK_EXCEPTION(ex::metric_named("loss"), loralab::error, says("unknown metric 'loss'; known: trainable params"));
 }
 
