@@ -30,14 +30,11 @@ int main(int argc, char** argv) {
     if (auto code = cli.parse(argc, argv)) return *code;
     o.finish(cli);
 
-    std::vector<ex::run_spec> specs;
-    for (const std::string& name : ex::parse_list<std::string>(optimizers, "--optimizers")) {
+    const auto specs = ex::specs_over<std::string>(optimizers, "--optimizers", [&](const std::string& name) {
       ex::run_spec s = ex::base_spec(o);
       s.train.optim = s.label = name;
-      specs.push_back(s);
-    }
-    LORALAB_CHECK(!specs.empty(), "--optimizers is empty: the sweep needs at least one optimizer");
-    for (const auto& s : specs) s.validate();
+      return s;
+    });
     const ex::inputs in = ex::load_inputs(o, argv[0]);
     fmt::print("{}\nscheme {}, r {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.scheme, o.r, o.alpha, o.targets, o.seeds);
     const auto groups = ex::run_sweep(in.file, in.data, specs, o.seeds, ex::print_progress);

@@ -29,15 +29,11 @@ int main(int argc, char** argv) {
     if (auto code = cli.parse(argc, argv)) return *code;
     o.finish(cli);
 
-    std::vector<experiment::run_spec> specs;  // the question: one run per rank, all else equal
-    for (int r : experiment::parse_list<int>(ranks, "--ranks")) {
+    const auto specs = experiment::specs_over<int>(ranks, "--ranks", [&](int r) {  // the question: one run per rank, all else equal
       experiment::run_spec s = experiment::base_spec(o);
-      s.lora.r = r;
-      s.label = fmt::format("r={}", r);
-      specs.push_back(s);
-    }
-    LORALAB_CHECK(!specs.empty(), "--ranks is empty: the sweep needs at least one rank");
-    for (const auto& s : specs) s.validate();
+      s.lora.r = r, s.label = fmt::format("r={}", r);
+      return s;
+    });
     const experiment::inputs in = experiment::load_inputs(o, argv[0]);
     fmt::print("{}\nscheme {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.scheme, o.alpha, o.targets, o.seeds);
     const auto groups = experiment::run_sweep(in.file, in.data, specs, o.seeds, experiment::print_progress);

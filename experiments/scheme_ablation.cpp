@@ -41,15 +41,12 @@ int main(int argc, char** argv) {
     if (auto code = cli.parse(argc, argv)) return *code;
     o.finish(cli);
 
-    std::vector<ex::run_spec> specs;
-    for (const std::string& name : ex::parse_list<std::string>(schemes, "--schemes")) {
+    const auto specs = ex::specs_over<std::string>(schemes, "--schemes", [&](const std::string& name) {
       ex::run_spec s = ex::base_spec(o);
-      s.scheme = q::canonical_scheme_name(name);
+      s.scheme = s.label = q::canonical_scheme_name(name);
       LORALAB_CHECK(ablation_schemes::contains(s.scheme), "--schemes: unknown scheme '", name, "'; known: ", ablation_schemes::names());
-      s.label = s.scheme;
-      specs.push_back(s);
-    }
-    LORALAB_CHECK(!specs.empty(), "--schemes is empty: the sweep needs at least one scheme");
+      return s;
+    });
     const ex::inputs in = ex::load_inputs(o, argv[0]);
     fmt::print("{}\nr {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.r, o.alpha, o.targets, o.seeds);
     const auto groups = ex::run_sweep<ablation_schemes>(in.file, in.data, specs, o.seeds, ex::print_progress);

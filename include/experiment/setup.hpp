@@ -110,6 +110,18 @@ inline run_spec base_spec(const setup_options& o) {
   return s;
 }
 
+/// One spec per item of a comma-list flag: make(item) returns the spec for it (usually base_spec with one field
+/// changed). Every spec is validated; an empty list is an error naming the flag.
+///   auto specs = specs_over<int>(ranks, "--ranks", [&](int r) { auto s = base_spec(o); s.lora.r = r; return s; });
+template <class T, class F>
+std::vector<run_spec> specs_over(const std::string& list, const char* flag, F&& make) {
+  std::vector<run_spec> specs;
+  for (const T& item : parse_list<T>(list, flag)) specs.push_back(make(item));
+  LORALAB_CHECK(!specs.empty(), flag, " is empty: the sweep needs at least one value");
+  for (const auto& s : specs) s.validate();
+  return specs;
+}
+
 /// The model, tokenizer and data the flags name, checked against each other.
 struct inputs {
   std::string model_path, tokenizer_path;

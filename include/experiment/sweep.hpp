@@ -68,11 +68,11 @@ inline const metric& metric_named(const std::string& name) {
 struct spread {
   double mean = NAN, std = NAN;
   int n = 0;
-  /// "2.3456 ± 0.0123" (one value: just it).
+  /// "2.3456 ± 0.0123"; just the mean for one value or none spread (a parameter count does not vary with the seed).
   std::string format(const std::string& fmt_one) const {
     if (n == 0) return "-";
     const std::string m = fmt::format(fmt::runtime(fmt_one), mean);
-    return n > 1 ? m + " ± " + fmt::format(fmt::runtime(fmt_one), std) : m;
+    return n > 1 && std > 0 ? m + " ± " + fmt::format(fmt::runtime(fmt_one), std) : m;
   }
 };
 
