@@ -14,7 +14,12 @@
 /// (PEFT's k-bit preparation turns it on for QLoRA, so "QLoRA as PEFT runs it vs LoRA" is nf4 on ÷ float off).
 /// The target: QLoRA/LoRA step time ≤ 1.15 at 30M (same checkpointing).
 ///
+/// --fixed-rank asks another question on the same model and batches: what does a compile-time rank buy? For each of
+/// --bases that is float32 or nf4-b64-dq, the same trainer step runs on lora_model<Base, 8> and <Base, 16> (fixed
+/// rank) and on lora_model<Base> (dynamic_rank) with r 8 and 16, interleaved in rounds; it prints fixed ÷ dynamic.
+///
 ///   cmake --build build -j2 --target train_bench && ./build/bench/train_bench [--size 30M --threads 2 --csv out.csv]
+///   ./build/bench/train_bench --fixed-rank --checkpointing off
 ///
 /// Runtime: about 4 minutes on an idle 2-core machine at 30M (defaults: B=4, T=256, 3 rounds of 1 warm-up + 2 timed
 /// steps per base and setting).
@@ -28,6 +33,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -52,6 +58,10 @@ namespace nn = loralab::nn;
 namespace q = loralab::quant;
 /// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes and LLM.int8().
 using bench_schemes = q::scheme_list<q::float32, q::nf4<64>, q::double_quant<q::nf4<64>>, q::fp4<64>, q::int8_rowwise>;
+/// The bases --fixed-rank compares on (each fixed rank is another model type to compile): LoRA and QLoRA.
+using fixed_rank_schemes = q::scheme_list<q::float32, q::double_quant<q::nf4<64>>>;
+/// The ranks --fixed-rank compares, each as lora_linear<Base, r> and as lora_linear<Base> (dynamic_rank) with r.
+constexpr int fixed_ranks[] = {8, 16};
 
 namespace {
 
@@ -61,6 +71,7 @@ struct options {
   int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
+  bool fixed_rank = false;
 };
 
 nn::llama_config config_of(const std::string& size) {
@@ -109,12 +120,13 @@ struct result {
   double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0;
 };
 
-/// The trainer's steps over one base: median step time of the timed steps.
-template <class Base>
-result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpointing, data::prepared_dataset& data,
-                  const options& o) {
+/// The trainer's steps over one base with adapters of rank r: median step time of the timed steps.
+template <class Base, int Rank>
+result bench_base(const std::string& label, ll::lora_model<Base, Rank> m, bool checkpointing, data::prepared_dataset& data,
+                  const options& o, int rank = 8) {
   const auto targets = ll::parse_targets(o.targets);
   ll::lora_config lc{};
+  lc.r = rank;
   lc.dropout = o.dropout;
   ll::attach_adapters(m, lc, targets, o.seed);
   m.gradient_checkpointing = checkpointing;
@@ -123,7 +135,7 @@ result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpo
   t.scheduler = train::schedule_kind::constant;
   t.seed = o.seed;
   t.logging_steps = t.max_steps;
-  train::trainer<ll::lora_model<Base>> tr(m, data, t);  // no observer: nothing is printed or written
+  train::trainer<ll::lora_model<Base, Rank>> tr(m, data, t);  // no observer: nothing is printed or written
   const train::run_record rec = tr.run();
   result r;
   r.base = label, r.checkpointing = checkpointing;
@@ -138,6 +150,45 @@ result bench_base(const std::string& label, ll::lora_model<Base> m, bool checkpo
   return r;
 }
 
+/// --fixed-rank: one base at rank R, as lora_model<Base> (dynamic_rank, r = R) and as lora_model<Base, R>, one after
+/// the other (the order alternates by round, so neither always runs on a warmer cache).
+template <class S, int R, class Add>
+void bench_ranks(const std::string& base, const nn::model_file& file, bool ckpt, data::prepared_dataset& data,
+                 const options& o, Add& add) {
+  using L = nn::linear<nn::weight_of_t<S>>;
+  const auto make = [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<typename L::weight_type>(d, n, k); };
+  const auto dynamic = [&] { add(bench_base(fmt::format("{} r {} dynamic", base, R), ll::make_lora_model<L>(file, make), ckpt, data, o, R)); };
+  const auto fixed = [&] { add(bench_base(fmt::format("{} r {} fixed", base, R), ll::make_lora_model<L, R>(file, make), ckpt, data, o, R)); };
+  static int order = 0;
+  if (order++ % 2 == 0) dynamic(), fixed();
+  else fixed(), dynamic();
+}
+
+/// The --fixed-rank lines: "float32 r 8 (checkpointing off): fixed 41.2 ms/step vs dynamic 42.0 ms/step = 0.98x".
+int report_fixed_rank(const std::vector<result>& rs, const options& o) {
+  const auto find = [&](const std::string& label, bool ckpt) -> const result* {
+    for (const result& r : rs)
+      if (r.base == label && r.checkpointing == ckpt) return &r;
+    return nullptr;
+  };
+  fmt::print("\nfixed vs dynamic rank, the same trainer step (median ms/step over {} rounds x {} steps):\n", o.rounds, o.steps);
+  std::string csv = "size,batch,seq_len,threads,base,r,checkpointing,fixed_ms,dynamic_ms,ratio,fixed_loss,dynamic_loss";
+  for (const result& f : rs) {
+    const auto at = f.base.rfind(" fixed");
+    if (at == std::string::npos) continue;
+    const std::string stem = f.base.substr(0, at);  // "float32 r 8"
+    const result* d = find(stem + " dynamic", f.checkpointing);
+    if (!d) continue;
+    const std::string base = stem.substr(0, stem.find(" r ")), r = stem.substr(stem.find(" r ") + 3);
+    fmt::print("{} r {} (checkpointing {}): fixed {:.1f} ms/step vs dynamic {:.1f} ms/step = {:.2f}x  (last loss {:.6f} vs {:.6f})\n",
+               base, r, f.checkpointing ? "on" : "off", 1e3 * f.step_s, 1e3 * d->step_s, f.step_s / d->step_s, f.loss, d->loss);
+    csv += fmt::format("\n{},{},{},{},{},{},{},{:.3f},{:.3f},{:.4f},{:.6f},{:.6f}", o.size, o.batch, o.seq_len, omp_get_max_threads(),
+                       base, r, f.checkpointing ? 1 : 0, 1e3 * f.step_s, 1e3 * d->step_s, f.step_s / d->step_s, f.loss, d->loss);
+  }
+  if (!o.csv.empty()) fmt::output_file(o.csv).print("{}\n", csv);
+  return 0;
+}
+
 int run(const options& o) {
   nn::llama_config c = config_of(o.size);
   c.max_seq_len = o.seq_len;
@@ -148,9 +199,10 @@ int run(const options& o) {
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
   data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
-             "targets={}, r=8, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
+             "targets={}, r={}, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
-             o.targets, o.dropout, o.rounds, o.warmup, o.steps, omp_get_max_threads(), o.seed, o.data);
+             o.targets, o.fixed_rank ? "8,16 fixed and dynamic" : "8", o.dropout, o.rounds, o.warmup, o.steps, omp_get_max_threads(),
+             o.seed, o.data);
   std::vector<result> rs;  // one per (checkpointing, base), the timed steps of every round merged
   const auto add = [&](result r) {
     for (result& x : rs)
@@ -166,20 +218,33 @@ int run(const options& o) {
   }
   LORALAB_CHECK(!bases.empty(), "--bases is empty");
   const auto ckpts = split_list(o.checkpointing, "--checkpointing", {"off", "on"});
+  if (o.fixed_rank) {
+    std::erase_if(bases, [](const std::string& b) { return !fixed_rank_schemes::contains(b); });
+    LORALAB_CHECK(!bases.empty(), "--fixed-rank compares on ", fixed_rank_schemes::names(), "; --bases has neither");
+  }
   for (int round = 1; round <= o.rounds; ++round) {  // rounds interleave the bases: a drifting machine slows them alike
     fmt::print("round {}/{}\n", round, o.rounds);
     for (const std::string& ck : ckpts) {
       const bool ckpt = ck == "on";
-      for (const std::string& base : bases)
+      for (const std::string& base : bases) {
+        if (o.fixed_rank) {
+          q::dispatch_scheme<fixed_rank_schemes>(base, [&]<class S>(std::type_identity<S>) {
+            [&]<int... R>(std::integer_sequence<int, R...>) { (bench_ranks<S, fixed_ranks[R]>(base, file, ckpt, data, o, add), ...); }(
+                std::make_integer_sequence<int, int(std::size(fixed_ranks))>{});
+          });
+          continue;
+        }
         q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
           using W = nn::weight_of_t<S>;
           add(bench_base(base, ll::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
                 return nn::make_linear<W>(d, n, k); }), ckpt, data, o));
         });
+      }
     }
   }
   load.report(omp_get_num_procs());
   for (result& r : rs) r.step_s = loralab::bench::median(r.steps), r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
+  if (o.fixed_rank) return report_fixed_rank(rs, o);
 
   // ratios against LoRA with the same checkpointing, and against LoRA as PEFT runs it (checkpointing off)
   const auto lora_step = [&](bool ckpt) {
@@ -223,7 +288,8 @@ int main(int argc, char** argv) try {
       ("rounds", po::value(&o.rounds)->default_value(o.rounds), "runs per base, interleaved; the median over all timed steps is reported")
       ("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP (and OpenBLAS) threads (0: all cores)")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the weights, adapters and dropout")
-      ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)");
+      ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)")
+      ("fixed-rank", po::bool_switch(&o.fixed_rank), "instead: compile-time vs run-time rank (r 8 and 16) on float32 and nf4-b64-dq of --bases");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, opts), vm);
   if (vm.count("help")) return std::cout << opts, 0;
