@@ -36,7 +36,6 @@
 #include <utility>
 #include <vector>
 
-#include <boost/program_options.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -45,6 +44,7 @@
 #include <unistd.h>
 
 #include "bench_support.hpp"
+#include "experiment/cli.hpp"
 #include "lora/lora.hpp"
 #include "train/trainer.hpp"
 #include "nn/random_model.hpp"
@@ -270,34 +270,27 @@ int run(const options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) try {
-  namespace po = boost::program_options;
-  options o;
-  po::options_description opts("train_bench: LoRA vs QLoRA training step time on one model and one batch stream");
-  opts.add_options()("help", "list the flags and their defaults")
-      ("bases", po::value(&o.bases)->default_value(o.bases), "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row (QLoRA); aliases such as nf4+dq")
-      ("checkpointing", po::value(&o.checkpointing)->default_value(o.checkpointing), "comma list: off, on")
-      ("size", po::value(&o.size)->default_value(o.size), "model size: 260K, 5M or 30M")
-      ("data", po::value(&o.data)->default_value(o.data), "text file whose bytes are the token stream")
-      ("targets", po::value(&o.targets)->default_value(o.targets), "adapter targets: q_proj,v_proj | all-linear | REGEX")
-      ("dropout", po::value(&o.dropout)->default_value(o.dropout), "LoRA dropout on the adapter input")
-      ("batch", po::value(&o.batch)->default_value(o.batch), "B: rows per step")
-      ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "T: tokens per row")
-      ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps first")
-      ("steps", po::value(&o.steps)->default_value(o.steps), "timed steps per run")
-      ("rounds", po::value(&o.rounds)->default_value(o.rounds), "runs per base, interleaved; the median over all timed steps is reported")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP (and OpenBLAS) threads (0: all cores)")
-      ("seed", po::value(&o.seed)->default_value(o.seed), "seed of the weights, adapters and dropout")
-      ("csv", po::value(&o.csv)->default_value(""), "also write the table to this CSV file (empty: no file)")
-      ("fixed-rank", po::bool_switch(&o.fixed_rank), "instead: compile-time vs run-time rank (r 8 and 16) on float32 and nf4-b64-dq of --bases");
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
-  if (vm.count("help")) return std::cout << opts, 0;
-  po::notify(vm);
-  LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0 && o.threads >= 0, "--batch=", o.batch,
-                " --seq-len=", o.seq_len, " --warmup=", o.warmup, " --steps=", o.steps, " --threads=", o.threads,
-                ": need batch > 0, seq-len > 1, warmup >= 0, steps > 0, threads >= 0");
-  return run(o);
-} catch (const std::exception& e) {
-  return fmt::print(stderr, "train_bench: {}\n", e.what()), 1;
+int main(int argc, char** argv) {
+  return loralab::experiment::guarded_main("train_bench", [&] {
+    options o;
+    loralab::experiment::command_line cli("train_bench: LoRA vs QLoRA training step time on one model and one batch stream", o.seed);
+    cli.flag("bases", o.bases, "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row (QLoRA); aliases such as nf4+dq")
+        .flag("checkpointing", o.checkpointing, "comma list: off, on")
+        .flag("size", o.size, "model size: 260K, 5M or 30M")
+        .flag("data", o.data, "text file whose bytes are the token stream")
+        .flag("targets", o.targets, "adapter targets: q_proj,v_proj | all-linear | REGEX")
+        .flag("dropout", o.dropout, "LoRA dropout on the adapter input")
+        .flag("batch", o.batch, "B: rows per step")
+        .flag("seq-len", o.seq_len, "T: tokens per row")
+        .flag("warmup", o.warmup, "untimed steps first")
+        .flag("steps", o.steps, "timed steps per run")
+        .flag("rounds", o.rounds, "runs per base, interleaved; the median over all timed steps is reported")
+        .flag("csv", o.csv, "also write the table to this CSV file (empty: no file)")
+        .option_switch("fixed-rank", o.fixed_rank, "instead: compile-time vs run-time rank (r 8 and 16) on float32 and nf4-b64-dq of --bases");
+    if (auto code = cli.parse(argc, argv)) return *code;
+    o.threads = cli.threads, o.seed = cli.seed;
+    LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0, "--batch=", o.batch, " --seq-len=",
+                  o.seq_len, " --warmup=", o.warmup, " --steps=", o.steps, ": need batch > 0, seq-len > 1, warmup >= 0, steps > 0");
+    return run(o);
+  });
 }
