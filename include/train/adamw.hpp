@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // torch.optim.AdamW (HF optim="adamw_torch"): decoupled weight decay, float32 state, torch's op order.
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>

@@ -2,6 +2,7 @@
 #pragma once
 // bitsandbytes AdamW8bit (HF optim="adamw_bnb_8bit"): blockwise 8-bit state with the CUDA kernel's formulas
 // (shared/specs/bitsandbytes.md §9); parameters with < 4096 elements keep 32-bit state.
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>

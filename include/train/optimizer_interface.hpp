@@ -3,6 +3,7 @@
 // What every optimizer shares (see train/optimizer.hpp for the three and how to choose one): parameters handed over
 // as named flat float arrays (param_ref), HF's gradient clipping, the optimizer interface the trainer holds, and
 // the state-dict plumbing (raw bytes per buffer) that makes checkpoints resume bit for bit.
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>

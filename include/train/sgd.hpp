@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // torch.optim.SGD (momentum, dampening 0, no Nesterov).
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
