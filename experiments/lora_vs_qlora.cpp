@@ -72,14 +72,13 @@ int main(int argc, char** argv) {
 
     // Size N trains on the first N records of the shuffled train split; LoRA and QLoRA see the same batches.
     std::vector<ex::run_group> groups;  // (LoRA, QLoRA) per size
-    std::map<const ex::run_group*, std::size_t> size_of;
     for (std::size_t n : ns) {
       data::prepared_dataset d = in.all;
       d.train = in.all.train.head(n);
       lora_spec.output = out / fmt::format("N{}", n) / "lora", qlora_spec.output = out / fmt::format("N{}", n) / "qlora";
       for (auto& g : ex::run_sweep(in.file, d, {lora_spec, qlora_spec}, o.seeds, ex::print_progress)) groups.push_back(std::move(g));
     }
-    for (std::size_t i = 0; i < groups.size(); ++i) size_of[&groups[i]] = ns[i / 2];
+    const auto size_of = [&](const ex::run_group& g) { return ns[std::size_t(&g - groups.data()) / 2]; };  // groups come in pairs
     const auto& r0 = groups.front().runs.front();
     fmt::print("trainable params: {} || all params: {} || trainable%: {:.4f}\n\n", lora::with_commas(r0.parameters.trainable),
                lora::with_commas(r0.parameters.all), r0.parameters.percent());
@@ -93,7 +92,7 @@ int main(int argc, char** argv) {
     const auto ratio = [&](const ex::metric& m, const char* f) {
       return [&, f](const ex::run_group& g) { return fmt::format(fmt::runtime(f), g.of(m).mean / partner(g).of(m).mean); };
     };
-    rep.table = ex::sweep_table(groups, {{"size", [&](const auto& g) { return std::to_string(size_of.at(&g)); }},
+    rep.table = ex::sweep_table(groups, {{"size", [&](const auto& g) { return std::to_string(size_of(g)); }},
                                          {"method", [](const auto& g) { return g.name(); }}, "steps", "time s", "tokens/s",
                                          {"QLoRA/LoRA time", ratio(time, "{:.2f}")}, "frozen linears MiB", "bits/weight", "planned MiB",
                                          "peak RSS MiB", "eval loss before", "eval loss after",
@@ -117,7 +116,7 @@ int main(int argc, char** argv) {
     for (std::size_t k = 0; k < 2; ++k) {
       ex::figure::series after{groups[k].name(), {}, {}, {}}, before{groups[k].name() + " before", {}, {}, {}}, t{groups[k].name(), {}, {}, {}};
       for (std::size_t i = k; i < groups.size(); i += 2) {
-        const double x = double(size_of.at(&groups[i]));
+        const double x = double(size_of(groups[i]));
         after.x.push_back(x), after.y.push_back(groups[i].of(loss).mean);
         before.x.push_back(x), before.y.push_back(mean(groups[i], "eval loss before"));
         t.x.push_back(x), t.y.push_back(groups[i].of(time).mean);
@@ -131,7 +130,7 @@ int main(int argc, char** argv) {
     rep.json["config"]["sizes"] = ns, rep.json["config"]["qlora_scheme"] = quant::canonical_scheme_name(o.scheme);
     for (const auto& g : groups)
       for (const auto& r : g.runs) {
-        nlohmann::ordered_json j = {{"size", size_of.at(&g)}, {"method", g.name()}, {"base", r.scheme}};
+        nlohmann::ordered_json j = {{"size", size_of(g)}, {"method", g.name()}, {"base", r.scheme}};
         j.update(r.to_json());
         rep.json["runs"].push_back(j);
       }
