@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# loralab vs PyTorch + PEFT: the same training step (r 8 all-linear LoRA, AdamW, clip 1.0) on the same model
+# shapes, loralab's build/bench/train_bench against bench/peft_peer.py, each config as its own process (so its
+# peak RSS is that config's), interleaved in rounds. Prints a header (CPU, BLAS of both sides), a Markdown table
+# (tokens/s, peak RSS and their ratios) and the issue's targets; writes OUT/peer_compare.{csv,md}.
+# The peer's venv: LORALAB_PEER_VENV=DIR reuses one, else build/peer-venv is created once (CPU torch + PEFT ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+die() { echo "peer_compare: $*" >&2; exit 2; }
+usage() {
+  cat <<'EOF'
+usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nockpt] [--threads 2] [--rounds 2]
+                             [--steps N] [--warmup 2] [--out build/peer_compare]
+  --sizes    model shapes of train_bench: 260K (B 4 x T 64), 30M (B 4 x T 256)
+  --configs  lora: float32 base, checkpointing off; qlora: nf4 + double quant, checkpointing on (PEFT's default);
+             qlora-nockpt: nf4 + double quant, checkpointing off
+  --threads  threads of both sides (train_bench --threads, torch.set_num_threads)
+  --rounds   each round runs every config, loralab and PEFT, the order alternating by round; medians over rounds
+  --steps    timed steps per run (default 20 at 260K, 3 at 30M); --warmup: untimed steps first
+  --out      writes peer_compare.csv, peer_compare.md, runs.tsv and every run's log there
+env: LORALAB_PEER_VENV=DIR (a venv with torch transformers peft bitsandbytes), LORALAB_TRAIN_BENCH=BINARY
+EOF
+}
+sizes=260K,30M configs=lora,qlora,qlora-nockpt threads=2 rounds=2 steps= warmup=2 out=build/peer_compare
+while (($#)); do
+  flag=$1 val=
+  case $flag in
+    -h|--help) usage; exit 0 ;;
+    --sizes=*|--configs=*|--threads=*|--rounds=*|--steps=*|--warmup=*|--out=*) val=${flag#*=} flag=${flag%%=*}; shift ;;
+    --sizes|--configs|--threads|--rounds|--steps|--warmup|--out) (($# >= 2)) || die "$flag needs a value"; val=$2; shift 2 ;;
+    *) die "unknown argument '$flag' (flags: --sizes --configs --threads --rounds --steps --warmup --out; --help)" ;;
+  esac
+  case $flag in
+    --sizes) sizes=$val ;; --configs) configs=$val ;; --threads) threads=$val ;; --rounds) rounds=$val ;;
+    --steps) steps=$val ;; --warmup) warmup=$val ;; --out) out=$val ;;
+  esac
+done
+for s in ${sizes//,/ }; do [[ $s == 260K || $s == 30M ]] || die "--sizes: unknown size '$s' (known: 260K, 30M)"; done
+for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt)"; done
+[[ -n ${sizes//,/} && -n ${configs//,/} ]] || die "--sizes and --configs need at least one value"
+for v in threads rounds steps; do [[ -z ${!v} && $v == steps || ${!v} =~ ^[1-9][0-9]*$ ]] || die "--$v '${!v}': need a positive integer"; done
+[[ $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': need an integer >= 0"
+
+bin=${LORALAB_TRAIN_BENCH:-build/bench/train_bench}
+[[ -x $bin ]] || die "$bin not found: cmake --build build --target train_bench"
+if [[ -n ${LORALAB_PEER_VENV:-} ]]; then
+  venv=$LORALAB_PEER_VENV
+  [[ -x $venv/bin/python ]] || die "LORALAB_PEER_VENV=$venv: no $venv/bin/python"
+else
+  venv=build/peer-venv
+  if [[ ! -e $venv/.loralab-peer-ready ]]; then
+    echo "peer_compare: creating $venv (CPU torch, transformers, peft, bitsandbytes, safetensors, accelerate: ~1 GB, once)"
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q --upgrade pip &&
+      "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu &&
+      "$venv/bin/pip" install -q transformers peft bitsandbytes safetensors accelerate; } ||
+      die "installing the peer into $venv failed (LORALAB_PEER_VENV=DIR reuses a venv that has these packages)"
+    touch "$venv/.loralab-peer-ready"
+  fi
+fi
+py=$venv/bin/python
+"$py" -c 'import torch, transformers, peft, bitsandbytes' 2>/dev/null || die "$py cannot import torch, transformers, peft and bitsandbytes"
+mkdir -p "$out/logs"
+tf=$out/logs/time.txt runs=$out/runs.tsv
+if [[ -x /usr/bin/time ]]; then timed() { /usr/bin/time -f '%M %U %S' -o "$tf" "$@"; }
+else timed() { python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:]); r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{r.ru_maxrss} {r.ru_utime} {r.ru_stime}\n"); sys.exit(rc)' "$tf" "$@"; }
+fi
+fail() { tail -n 20 "$1" >&2; die "$2 failed (log: $1)"; }
+jget() { python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])[sys.argv[2]])' "$@"; }
+
+cpu="$(awk -F': ' '/^model name/ {m = $2} /^cpu family/ {f = $2} /^model[ \t]*:/ {n = $2}
+  END {printf "%s (family %s, model %s)", m, f, n}' /proc/cpuinfo), $(nproc) logical CPUs"
+echo "peer_compare: $cpu; sizes $sizes, configs $configs, threads $threads, rounds $rounds; logs in $out/logs"
+for s in ${sizes//,/ }; do  # the peer's random-weight checkpoint, written before anything is timed
+  "$py" bench/peft_peer.py --size "$s" --prepare --cache build/peer-cache > "$out/logs/setup_$s.json" 2> "$out/logs/setup_$s.log" ||
+    fail "$out/logs/setup_$s.log" "peft_peer.py --prepare --size $s"
+done
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
+
+run() {  # side round size config steps: one process, one line of runs.tsv
+  local side=$1 r=$2 s=$3 c=$4 n=$5 T=256 base=float32 ck=off log=$out/logs/r$2_$3_$4_$1.log
+  [[ $s == 260K ]] && T=64
+  [[ $c == lora ]] || base=nf4-b64-dq
+  [[ $c == qlora ]] && ck=on
+  if [[ $side == loralab ]]; then
+    timed "$bin" --size "$s" --batch 4 --seq-len $T --bases $base --checkpointing $ck --rounds 1 --warmup "$warmup" \
+      --steps "$n" --threads "$threads" --csv "$out/logs/run.csv" > "$log" 2>&1 || fail "$log" "train_bench"
+    read -r step tps < <(awk -F, 'NR == 1 {for (i = 1; i <= NF; ++i) c[$i] = i}  # columns by name
+      NR == 2 {print $c["step_ms"] / 1000, $c["tokens_per_s"]}' "$out/logs/run.csv")
+  else
+    timed "$py" bench/peft_peer.py --size "$s" --config "$c" --warmup "$warmup" --steps "$n" --threads "$threads" \
+      --cache build/peer-cache > "$log" 2> "$log.err" || fail "$log.err" "peft_peer.py"
+    step=$(jget "$log" step_s) tps=$(jget "$log" tokens_per_s)
+  fi
+  read -r rss ut st < "$tf"
+  own_cpu=$(awk -v a="$own_cpu" -v u="$ut" -v s="$st" 'BEGIN {print a + u + s}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$c" "$side" "$step" "$tps" "$((rss / 1024))" >> "$runs"
+  printf '  round %s  %-4s %-12s %-7s %8.1f ms/step %9.0f tokens/s  peak RSS %5d MiB\n' "$r" "$s" "$c" "$side" \
+    "$(awk -v x="$step" 'BEGIN {print 1e3 * x}')" "$tps" "$((rss / 1024))"
+}
+
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+load0=$(cut -d' ' -f1-3 /proc/loadavg) busy0=$(busy) t0=$(date +%s.%N) own_cpu=0
+printf 'round\tsize\tconfig\tside\tstep_s\ttokens_per_s\tpeak_rss_mib\n' > "$runs"
+for ((r = 1; r <= rounds; r++)); do
+  for s in ${sizes//,/ }; do
+    n=${steps:-$([[ $s == 260K ]] && echo 20 || echo 3)}
+    for c in ${configs//,/ }; do
+      if ((r % 2)); then run loralab $r $s $c $n; run peft $r $s $c $n; else run peft $r $s $c $n; run loralab $r $s $c $n; fi
+    done
+  done
+done
+others=$(awk -v b0="$busy0" -v b1="$(busy)" -v t0="$t0" -v t1="$(date +%s.%N)" -v own="$own_cpu" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN {x = ((b1 - b0) / hz - own) / (t1 - t0); printf "%.2f", x < 0 ? 0 : x}')
+load="load average (1, 5, 15 min) $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (this run's own $threads threads included); other processes kept $others of $(nproc) cores busy"
+awk -v o="$others" -v l="${load0%% *}" 'BEGIN {exit !(o > 0.1 || l > 0.5)}' && load="WARNING: the machine was busy: $load"
+
+blas=$(cat "$out"/logs/r1_*_loralab.log | grep -m1 '^blas:' || true)  # the first run's: its GFLOP/s is that moment's
+[[ -n $blas ]] || blas="no 'blas:' line from train_bench; linked: $(ldd "$bin" | awk '/blas|mkl|lapack/ {print $1}' | paste -sd' ')"
+s1=${sizes%%,*}
+python3 - "$runs" "$out" "$cpu" "$blas" "$(jget "$out/logs/setup_$s1.json" torch_info)" \
+  "$(jget "$out/logs/setup_$s1.json" versions)" "$load" "threads $threads, rounds $rounds, warmup $warmup, steps ${steps:-20 at 260K, 3 at 30M}" <<'EOF'
+import ast, csv, statistics, sys
+runs, out, cpu, blas, torch_info, versions, load, setup = sys.argv[1:]
+versions = ", ".join(f"{k} {v}" for k, v in ast.literal_eval(versions).items())
+names = {"lora": "LoRA (float32, ckpt off)", "qlora": "QLoRA nf4+DQ, ckpt on", "qlora-nockpt": "QLoRA nf4+DQ, ckpt off"}
+cells = {}
+for row in csv.DictReader(open(runs), delimiter="\t"):
+    cells.setdefault((row["size"], row["config"]), {}).setdefault(row["side"], []).append(row)
+rows = []
+for (size, config), sides in cells.items():
+    tps = {k: statistics.median(float(x["tokens_per_s"]) for x in v) for k, v in sides.items()}
+    rss = {k: max(float(x["peak_rss_mib"]) for x in v) for k, v in sides.items()}
+    rows.append(dict(size=size, config=config, loralab_tokens_per_s=tps["loralab"], peft_tokens_per_s=tps["peft"],
+                     speed_ratio=tps["loralab"] / tps["peft"], loralab_peak_rss_mib=rss["loralab"],
+                     peft_peak_rss_mib=rss["peft"], rss_ratio=rss["loralab"] / rss["peft"]))
+md = [f"CPU: {cpu}", f"loralab: {blas}", f"PEFT side: {versions}; {torch_info}", setup, load, "",
+      "| size | config | loralab tokens/s | PEFT tokens/s | speed ratio (loralab ÷ PEFT) | loralab peak RSS MiB "
+      "| PEFT peak RSS MiB | RSS ratio (loralab ÷ PEFT) |", "|---|---|--:|--:|--:|--:|--:|--:|"]
+md += [f"| {r['size']} | {names[r['config']]} | {r['loralab_tokens_per_s']:.0f} | {r['peft_tokens_per_s']:.0f} | "
+       f"{r['speed_ratio']:.2f}x | {r['loralab_peak_rss_mib']:.0f} | {r['peft_peak_rss_mib']:.0f} | {r['rss_ratio']:.2f}x |"
+       for r in rows]
+def target(text, picked, key, ok, worst):
+    vals = [(r[key], names[r["config"]] + " " + r["size"]) for r in rows if picked(r)]
+    if not vals: return f"- {text}: not measured in this run"
+    v, where = worst(vals)
+    return f"- {text}: {v:.2f}x{'' if len(vals) == 1 else ' (worst: ' + where + ')'}: {'met' if ok(v) else 'NOT met'}"
+md += ["", "Targets (issue 10):",
+       target("30M LoRA speed ≥ 1.5x PEFT", lambda r: r["size"] == "30M" and r["config"] == "lora", "speed_ratio", lambda v: v >= 1.5, min),
+       target("30M QLoRA (ckpt on) speed ≥ 1.5x PEFT", lambda r: r["size"] == "30M" and r["config"] == "qlora", "speed_ratio", lambda v: v >= 1.5, min),
+       target("260K speed ≥ 5x PEFT, every config", lambda r: r["size"] == "260K", "speed_ratio", lambda v: v >= 5, min),
+       target("peak RSS ≤ 0.5x PEFT, every row", lambda r: True, "rss_ratio", lambda v: v <= 0.5, max)]
+open(f"{out}/peer_compare.md", "w").write("\n".join(md) + "\n")
+with open(f"{out}/peer_compare.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader(), w.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+print("\n" + "\n".join(md))
+EOF
