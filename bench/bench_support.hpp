@@ -10,7 +10,9 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <csignal>
 #include <sys/times.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace loralab::bench {
@@ -62,6 +64,32 @@ class load_monitor {
  private:
   std::chrono::steady_clock::time_point t0_;
   std::pair<double, double> start_;
+};
+
+/// Another job on the machine, for the contention line: a child process that keeps one core busy (a spin loop)
+/// from construction to destruction. With OpenMP threads that spin at barriers, a 2-core machine with one such
+/// job ran 5-100x slower; loralab's programs wait passively (core/startup_environment.hpp).
+class co_runner {
+ public:
+  co_runner() {
+    pid_ = fork();
+    if (pid_ == 0) {  // the child: spin until killed, touching nothing of the parent's
+      volatile unsigned long x = 0;
+      for (;;) x = x + 1;
+    }
+  }
+  co_runner(const co_runner&) = delete;
+  co_runner& operator=(const co_runner&) = delete;
+  ~co_runner() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool running() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
 };
 
 }  // namespace loralab::bench

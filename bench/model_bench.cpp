@@ -254,6 +254,7 @@ int main(int argc, char** argv) {
         .flag("seq-len", o.seq_len, "T: tokens per sequence")
         .flag("repeats", o.repeats, "timed runs per number; the median is reported")
         .flag("csv", o.csv, "also write the table to this CSV file (empty: no file)");
+    cli.header = stdout;  // the "blas:" line heads the bench output
     if (auto code = cli.parse(argc, argv)) return *code;
     o.threads = cli.threads, o.seed = cli.seed;
     LORALAB_CHECK(o.batch > 0 && o.seq_len > 0 && o.repeats > 0, "--batch=", o.batch, " --seq-len=", o.seq_len, " --repeats=",

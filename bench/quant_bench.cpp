@@ -205,6 +205,7 @@ int main(int argc, char** argv) {
     cli.flag("size", cfg.size, "elements (16M: a 4096 x 4096 weight)")
         .flag("repeats", cfg.repeats, "timed runs per number; the median is reported")
         .flag("csv", cfg.csv, "also write the table to this CSV file (empty: no file)");
+    cli.header = stdout;  // the "blas:" line heads the bench output
     if (auto code = cli.parse(argc, argv)) return *code;
     cfg.threads = cli.threads, cfg.seed = cli.seed;
     LORALAB_CHECK(cfg.size > 0 && cfg.repeats > 0, "--size=", cfg.size, " --repeats=", cfg.repeats, ": need size > 0, repeats > 0");

@@ -3,7 +3,9 @@
 // The command line of every loralab program (experiments, benches, labs), on Boost.Program_options: --help, --threads
 // and --seed built in; each flag bound to a variable whose current value is its default; errors and help printed the
 // same way everywhere; main's body run under one error convention. Programs that include this header link
-// Boost::program_options.
+// Boost::program_options. Including it also makes the program's OpenMP threads wait passively (core/
+// startup_environment.hpp), and parse() checks the BLAS kernel against the CPU and prints the "blas:" header line
+// (core/blas.hpp): library, kernel, a measured sgemm rate, the wait policy.
 //
 //   int main(int argc, char** argv) {
 //     return experiment::guarded_main("rank_ablation", [&] {
@@ -28,7 +30,9 @@
 #include <fmt/core.h>
 #include <omp.h>
 
+#include "core/blas.hpp"
 #include "core/check.hpp"
+#include "core/startup_environment.hpp"
 
 namespace loralab::experiment {
 
@@ -61,7 +65,8 @@ class command_line {
   }
 
   /// Parses argv. Returns the exit code when main should stop: 0 after --help, 2 after a usage error (printed as
-  /// "PROGRAM: MESSAGE (see --help)"); std::nullopt to go on. Applies --threads.
+  /// "PROGRAM: MESSAGE (see --help)"); std::nullopt to go on. Applies --threads, then replaces a fallback BLAS
+  /// kernel and prints the "blas:" line to `header` (stderr: a program's stdout stays its result; benches: stdout).
   std::optional<int> parse(int argc, char** argv) {
     program_ = argc > 0 ? argv[0] : "program";
     try {
@@ -80,6 +85,7 @@ class command_line {
       return 2;
     }
     if (threads > 0) omp_set_num_threads(threads);
+    if (header) fmt::print(header, "{}; {}\n", core::blas_header(), core::wait_policy_description());
     return std::nullopt;
   }
 
@@ -88,6 +94,7 @@ class command_line {
 
   int threads = 0;
   std::uint64_t seed = 42;
+  std::FILE* header = stderr;  ///< where parse() prints the BLAS line; nullptr: nowhere
   po::options_description desc;
   po::variables_map vm;
 
