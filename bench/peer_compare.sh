@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 die() { echo "peer_compare: $*" >&2; exit 2; }
 usage() {
   cat <<'EOF'
-usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nockpt] [--threads 2] [--rounds 2]
+usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16] [--threads 2] [--rounds 2]
                              [--steps N] [--warmup 2] [--out build/peer_compare]
   --sizes    model shapes of train_bench: 260K (B 4 x T 64), 30M (B 4 x T 256)
   --configs  lora: float32 base, checkpointing off; qlora: nf4 + double quant, checkpointing on (PEFT's default);
-             qlora-nockpt: nf4 + double quant, checkpointing off
+             qlora-nockpt: nf4 + double quant, checkpointing off; lora-bf16, qlora-bf16: loralab's compute<bf16>
+             (the frozen base's products in bf16, float accumulation) against the peer's float32 lora / qlora
   --threads  threads of both sides (train_bench --threads, torch.set_num_threads)
   --rounds   each round runs every config, loralab and PEFT, the order alternating by round; medians over rounds
   --steps    timed steps per run (default 20 at 260K, 3 at 30M); --warmup: untimed steps first
@@ -22,7 +23,7 @@ usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nock
 env: LORALAB_PEER_VENV=DIR (a venv with torch transformers peft bitsandbytes), LORALAB_TRAIN_BENCH=BINARY
 EOF
 }
-sizes=260K,30M configs=lora,qlora,qlora-nockpt threads=2 rounds=2 steps= warmup=2 out=build/peer_compare
+sizes=260K,30M configs=lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16 threads=2 rounds=2 steps= warmup=2 out=build/peer_compare
 while (($#)); do
   flag=$1 val=
   case $flag in
@@ -37,7 +38,7 @@ while (($#)); do
   esac
 done
 for s in ${sizes//,/ }; do [[ $s == 260K || $s == 30M ]] || die "--sizes: unknown size '$s' (known: 260K, 30M)"; done
-for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt)"; done
+for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt|lora-bf16|qlora-bf16)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt, lora-bf16, qlora-bf16)"; done
 [[ -n ${sizes//,/} && -n ${configs//,/} ]] || die "--sizes and --configs need at least one value"
 for v in threads rounds steps; do [[ -z ${!v} && $v == steps || ${!v} =~ ^[1-9][0-9]*$ ]] || die "--$v '${!v}': need a positive integer"; done
 [[ $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': need an integer >= 0"
@@ -80,12 +81,13 @@ done
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
 run() {  # side round size config steps: one process, one line of runs.tsv
-  local side=$1 r=$2 s=$3 c=$4 n=$5 T=256 base=float32 ck=off log=$out/logs/r$2_$3_$4_$1.log
+  local side=$1 r=$2 s=$3 c=${4%-bf16} n=$5 T=256 base=float32 ck=off compute=float log=$out/logs/r$2_$3_$4_$1.log
+  [[ $4 == *-bf16 ]] && compute=bf16  # loralab's bf16 products; the peer runs the float32 config of the same name
   [[ $s == 260K ]] && T=64
   [[ $c == lora ]] || base=nf4-b64-dq
   [[ $c == qlora ]] && ck=on
   if [[ $side == loralab ]]; then
-    timed "$bin" --size "$s" --batch 4 --seq-len $T --bases $base --checkpointing $ck --rounds 1 --warmup "$warmup" \
+    timed "$bin" --size "$s" --batch 4 --seq-len $T --bases $base --checkpointing $ck --compute $compute --rounds 1 --contention false --warmup "$warmup" \
       --steps "$n" --threads "$threads" --csv "$out/logs/run.csv" > "$log" 2>&1 || fail "$log" "train_bench"
     read -r step tps < <(awk -F, 'NR == 1 {for (i = 1; i <= NF; ++i) c[$i] = i}  # columns by name
       NR == 2 {print $c["step_ms"] / 1000, $c["tokens_per_s"]}' "$out/logs/run.csv")
@@ -96,8 +98,8 @@ run() {  # side round size config steps: one process, one line of runs.tsv
   fi
   read -r rss ut st < "$tf"
   own_cpu=$(awk -v a="$own_cpu" -v u="$ut" -v s="$st" 'BEGIN {print a + u + s}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$c" "$side" "$step" "$tps" "$((rss / 1024))" >> "$runs"
-  printf '  round %s  %-4s %-12s %-7s %8.1f ms/step %9.0f tokens/s  peak RSS %5d MiB\n' "$r" "$s" "$c" "$side" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$4" "$side" "$step" "$tps" "$((rss / 1024))" >> "$runs"
+  printf '  round %s  %-4s %-12s %-7s %8.1f ms/step %9.0f tokens/s  peak RSS %5d MiB\n' "$r" "$s" "$4" "$side" \
     "$(awk -v x="$step" 'BEGIN {print 1e3 * x}')" "$tps" "$((rss / 1024))"
 }
 
@@ -125,7 +127,8 @@ python3 - "$runs" "$out" "$cpu" "$blas" "$(jget "$out/logs/setup_$s1.json" torch
 import ast, csv, statistics, sys
 runs, out, cpu, blas, torch_info, versions, load, setup = sys.argv[1:]
 versions = ", ".join(f"{k} {v}" for k, v in ast.literal_eval(versions).items())
-names = {"lora": "LoRA (float32, ckpt off)", "qlora": "QLoRA nf4+DQ, ckpt on", "qlora-nockpt": "QLoRA nf4+DQ, ckpt off"}
+names = {"lora": "LoRA (float32, ckpt off)", "qlora": "QLoRA nf4+DQ, ckpt on", "qlora-nockpt": "QLoRA nf4+DQ, ckpt off",
+         "lora-bf16": "LoRA, loralab compute<bf16> vs PEFT float32", "qlora-bf16": "QLoRA ckpt on, loralab compute<bf16> vs PEFT float32"}
 cells = {}
 for row in csv.DictReader(open(runs), delimiter="\t"):
     cells.setdefault((row["size"], row["config"]), {}).setdefault(row["side"], []).append(row)
@@ -150,6 +153,7 @@ def target(text, picked, key, ok, worst):
 md += ["", "Targets (issue 10):",
        target("30M LoRA speed ≥ 1.5x PEFT", lambda r: r["size"] == "30M" and r["config"] == "lora", "speed_ratio", lambda v: v >= 1.5, min),
        target("30M QLoRA (ckpt on) speed ≥ 1.5x PEFT", lambda r: r["size"] == "30M" and r["config"] == "qlora", "speed_ratio", lambda v: v >= 1.5, min),
+       target("30M with compute<bf16> ≥ 2x PEFT", lambda r: r["size"] == "30M" and r["config"].endswith("-bf16"), "speed_ratio", lambda v: v >= 2, min),
        target("260K speed ≥ 5x PEFT, every config", lambda r: r["size"] == "260K", "speed_ratio", lambda v: v >= 5, min),
        target("peak RSS ≤ 0.5x PEFT, every row", lambda r: True, "rss_ratio", lambda v: v <= 0.5, max)]
 open(f"{out}/peer_compare.md", "w").write("\n".join(md) + "\n")

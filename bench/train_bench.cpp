@@ -26,6 +26,7 @@
 /// Output: the config, a line on how busy other processes kept the cores, then a Markdown table with one row per
 /// base and checkpointing setting (--csv: the same as CSV).
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <iostream>
 #include <algorithm>
@@ -36,7 +37,6 @@
 #include <utility>
 #include <vector>
 
-#include <cblas.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fmt/os.h>
@@ -66,12 +66,12 @@ constexpr int fixed_ranks[] = {8, 16};
 namespace {
 
 struct options {
-  std::string bases = "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row", checkpointing = "off,on";
+  std::string bases = "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row", checkpointing = "off,on", compute = "float";
   std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
   int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
-  bool fixed_rank = false;
+  bool fixed_rank = false, contention = true;
 };
 
 nn::llama_config config_of(const std::string& size) {
@@ -113,11 +113,34 @@ std::vector<std::string> split_list(const std::string& text, const char* flag, s
   return out;
 }
 
+/// GEMM FLOPs of one trainer step: the frozen linears forward and dx backward (no dW), the tied LM head the same,
+/// causal attention (the T(T+1)/2 query-key pairs a causal kernel needs: q kᵀ and P v forward, four products
+/// backward), the adapters (x Aᵀ, h Bᵀ forward; dy B, dyᵀ h, x Aᵀ again, dhᵀ x, dh A backward); checkpointing
+/// adds the blocks' forward once more. Element-wise work (norms, softmax, SwiGLU, dropout, loss) is not counted.
+double step_gemm_flops(const nn::llama_config& c, int B, int T, const ll::target_spec& targets, int r, bool ckpt) {
+  const double N = double(B) * T, C = c.dim, KV = c.kv_dim(), F = c.hidden_dim, V = c.vocab_size;
+  const struct { const char* key; double in, out; } linears[] = {
+      {"self_attn.q_proj", C, C}, {"self_attn.k_proj", C, KV}, {"self_attn.v_proj", C, KV}, {"self_attn.o_proj", C, C},
+      {"mlp.gate_proj", C, F},    {"mlp.up_proj", C, F},       {"mlp.down_proj", F, C}};
+  const double attention_fwd = 2.0 * B * c.n_heads * c.head_dim() * T * (T + 1.0);  // two products, causal half each
+  double total = 2 * (2 * N * V * C);                                                 // LM head: forward and dx
+  for (int l = 0; l < c.n_layers; ++l) {
+    double fwd = attention_fwd, bwd = 2 * attention_fwd;
+    for (const auto& lin : linears) {
+      fwd += 2 * N * lin.in * lin.out, bwd += 2 * N * lin.in * lin.out;
+      if (targets.matches(fmt::format("model.layers.{}.{}", l, lin.key)))
+        fwd += 2 * N * r * (lin.in + lin.out), bwd += 2 * N * r * (2 * lin.out + 3 * lin.in);
+    }
+    total += fwd * (ckpt ? 2 : 1) + bwd;
+  }
+  return total;
+}
+
 struct result {
   std::string base;
   bool checkpointing = false;
   std::vector<double> steps;  ///< timed step seconds, all rounds
-  double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0;
+  double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0, gemm_flops = 0;
 };
 
 /// The trainer's steps over one base with adapters of rank r: median step time of the timed steps.
@@ -144,6 +167,7 @@ result bench_base(const std::string& label, ll::lora_model<Base, Rank> m, bool c
   r.linear_bits = ll::count_storage(m).linear_bits_per_weight();
   r.planned_mib = double(rec.memory.total()) / (1 << 20);
   r.loss = rec.step_losses.back();
+  r.gemm_flops = step_gemm_flops(m.config, o.batch, o.seq_len, targets, rank, checkpointing);
   fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f})\n", label, checkpointing ? "on" : "off",
              1e3 * r.step_s, r.loss);
   std::fflush(stdout);
@@ -189,15 +213,37 @@ int report_fixed_rank(const std::vector<result>& rs, const options& o) {
   return 0;
 }
 
+/// The contention line: the first base's step on an idle machine and next to a co-runner busy on one core, in
+/// alternating runs; the bound is ≤ ~2.5x (spinning OpenMP threads made it 5-100x).
+void contention_line(const std::string& base, bool ckpt, const nn::model_file& file, data::prepared_dataset& data, const options& o) {
+  std::vector<double> idle, busy;
+  fmt::print("contention: {} checkpointing {}, {} alternating runs idle / with a co-runner busy on one core\n", base,
+             ckpt ? "on" : "off", 2 * o.rounds);
+  for (int round = 0; round < o.rounds; ++round)
+    for (const bool with_job : {false, true}) {
+      const std::unique_ptr<loralab::bench::co_runner> job = with_job ? std::make_unique<loralab::bench::co_runner>() : nullptr;
+      q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
+        using W = nn::weight_of_t<S>;
+        const result r = bench_base(base + (with_job ? " +job" : " idle"), ll::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
+          return nn::make_linear<W>(d, n, k); }), ckpt, data, o);
+        (with_job ? busy : idle).insert((with_job ? busy : idle).end(), r.steps.begin(), r.steps.end());
+      });
+    }
+  const double a = loralab::bench::median(idle), b = loralab::bench::median(busy);
+  fmt::print("contention: {:.1f} ms/step idle, {:.1f} ms/step next to a busy core = {:.2f}x ({}; the bound: <= 2.5x)\n", 1e3 * a,
+             1e3 * b, b / a, loralab::core::wait_policy_description());
+}
+
 int run(const options& o) {
   nn::llama_config c = config_of(o.size);
   c.max_seq_len = o.seq_len;
   omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
-  openblas_set_num_threads(omp_get_max_threads());
+  // OpenBLAS's OpenMP build follows omp_set_num_threads: one thread count for both
   const nn::model_file file = nn::random_model_file(c, o.seed, 0.02f);
   double params = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
   data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
+  if (o.compute.find("bf16") != std::string::npos) fmt::print("bf16 products: {}\n", nn::bf16_gemm_backend());
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
              "targets={}, r={}, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
@@ -218,6 +264,7 @@ int run(const options& o) {
   }
   LORALAB_CHECK(!bases.empty(), "--bases is empty");
   const auto ckpts = split_list(o.checkpointing, "--checkpointing", {"off", "on"});
+  const auto computes = split_list(o.compute, "--compute", {"float", "bf16"});
   if (o.fixed_rank) {
     std::erase_if(bases, [](const std::string& b) { return !fixed_rank_schemes::contains(b); });
     LORALAB_CHECK(!bases.empty(), "--fixed-rank compares on ", fixed_rank_schemes::names(), "; --bases has neither");
@@ -234,15 +281,25 @@ int run(const options& o) {
           });
           continue;
         }
-        q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
-          using W = nn::weight_of_t<S>;
-          add(bench_base(base, ll::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
-                return nn::make_linear<W>(d, n, k); }), ckpt, data, o));
-        });
+        for (const std::string& c : computes)
+          q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
+            using W = nn::weight_of_t<S>;
+            const auto run_as = [&]<class C>(C, const std::string& label) {  // the base's products in float or bf16
+              add(bench_base(label, ll::make_lora_model<nn::linear<W, C>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
+                    return nn::make_linear<W, C>(d, n, k); }), ckpt, data, o));
+            };
+            if (c == "bf16") run_as(nn::compute<nn::bf16>{}, base + " bf16");
+            else run_as(nn::compute<float>{}, base);
+          });
       }
     }
   }
   load.report(omp_get_num_procs());
+  if (o.contention && !o.fixed_rank) contention_line(bases.front(), ckpts.front() == "on", file, data, o);
+  // the floor: each step's GEMM FLOPs at the sgemm rate measured now, in this run (the better of two probes)
+  const double gflops = std::max(loralab::core::sgemm_gflops(), loralab::core::sgemm_gflops());
+  fmt::print("GEMM floor: sgemm 1024^3 at {:.1f} GFLOP/s in this run, {} threads; a step's GEMM FLOPs at that rate is its floor\n",
+             gflops, omp_get_max_threads());
   for (result& r : rs) r.step_s = loralab::bench::median(r.steps), r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
   if (o.fixed_rank) return report_fixed_rank(rs, o);
 
@@ -253,16 +310,19 @@ int run(const options& o) {
     return double(NAN);  // no LoRA row with this setting: the ratio column stays empty
   };
   fmt::print("\n| base | checkpointing | ms/step | tokens/s | ÷ LoRA, same checkpointing | ÷ LoRA without checkpointing | "
-             "frozen linears bits/weight | planned memory MiB | last loss |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+             "GEMM GFLOP/step | floor ms | ÷ floor | frozen linears bits/weight | planned memory MiB | last loss |\n"
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   std::string csv = "size,batch,seq_len,threads,base,checkpointing,step_ms,tokens_per_s,ratio_same_ckpt,ratio_vs_lora_no_ckpt,"
-                    "linear_bits_per_weight,planned_mib,last_loss";
+                    "gemm_gflop,sgemm_gflops,floor_ms,ratio_to_floor,linear_bits_per_weight,planned_mib,last_loss";
   for (const result& r : rs) {
     const double same = r.step_s / lora_step(r.checkpointing), peft = r.step_s / lora_step(false);
-    fmt::print("| {} | {} | {:.1f} | {:.0f} | {:.3f} | {:.3f} | {:.3f} | {:.1f} | {:.4f} |\n", r.base,
-               r.checkpointing ? "on" : "off", 1e3 * r.step_s, r.tokens_per_s, same, peft, r.linear_bits, r.planned_mib, r.loss);
-    csv += fmt::format("\n{},{},{},{},{},{},{:.3f},{:.1f},{:.4f},{:.4f},{:.4f},{:.3f},{:.6f}", o.size, o.batch, o.seq_len,
-                       omp_get_max_threads(), r.base, r.checkpointing ? 1 : 0, 1e3 * r.step_s, r.tokens_per_s, same, peft,
-                       r.linear_bits, r.planned_mib, r.loss);
+    const double floor_s = r.gemm_flops / (gflops * 1e9);
+    fmt::print("| {} | {} | {:.1f} | {:.0f} | {:.3f} | {:.3f} | {:.1f} | {:.1f} | {:.2f} | {:.3f} | {:.1f} | {:.4f} |\n", r.base,
+               r.checkpointing ? "on" : "off", 1e3 * r.step_s, r.tokens_per_s, same, peft, r.gemm_flops / 1e9, 1e3 * floor_s,
+               r.step_s / floor_s, r.linear_bits, r.planned_mib, r.loss);
+    csv += fmt::format("\n{},{},{},{},{},{},{:.3f},{:.1f},{:.4f},{:.4f},{:.3f},{:.2f},{:.3f},{:.4f},{:.4f},{:.3f},{:.6f}", o.size,
+                       o.batch, o.seq_len, omp_get_max_threads(), r.base, r.checkpointing ? 1 : 0, 1e3 * r.step_s, r.tokens_per_s,
+                       same, peft, r.gemm_flops / 1e9, gflops, 1e3 * floor_s, r.step_s / floor_s, r.linear_bits, r.planned_mib, r.loss);
   }
   if (!o.csv.empty()) fmt::output_file(o.csv).print("{}\n", csv);
   return 0;
@@ -276,6 +336,7 @@ int main(int argc, char** argv) {
     loralab::experiment::command_line cli("train_bench: LoRA vs QLoRA training step time on one model and one batch stream", o.seed);
     cli.flag("bases", o.bases, "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row (QLoRA); aliases such as nf4+dq")
         .flag("checkpointing", o.checkpointing, "comma list: off, on")
+        .flag("compute", o.compute, "comma list: float (float32 products), bf16 (the frozen base's products in bf16, float accumulation: compute<bf16>)")
         .flag("size", o.size, "model size: 260K, 5M or 30M")
         .flag("data", o.data, "text file whose bytes are the token stream")
         .flag("targets", o.targets, "adapter targets: q_proj,v_proj | all-linear | REGEX")
@@ -286,7 +347,9 @@ int main(int argc, char** argv) {
         .flag("steps", o.steps, "timed steps per run")
         .flag("rounds", o.rounds, "runs per base, interleaved; the median over all timed steps is reported")
         .flag("csv", o.csv, "also write the table to this CSV file (empty: no file)")
+        .flag("contention", o.contention, "also time the first base next to a co-runner busy on one core (true/false)")
         .option_switch("fixed-rank", o.fixed_rank, "instead: compile-time vs run-time rank (r 8 and 16) on float32 and nf4-b64-dq of --bases");
+    cli.header = stdout;  // the "blas:" line heads the bench output
     if (auto code = cli.parse(argc, argv)) return *code;
     o.threads = cli.threads, o.seed = cli.seed;
     LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0, "--batch=", o.batch, " --seq-len=",

@@ -25,7 +25,7 @@ start=$SECONDS
 
 packages=(
   build-essential cmake pkg-config
-  libeigen3-dev libopenblas-openmp-dev libfmt-dev nlohmann-json3-dev
+  libeigen3-dev libopenblas-openmp-dev libdnnl-dev libfmt-dev nlohmann-json3-dev
   libboost-program-options-dev libboost-test-dev
   libsentencepiece-dev sentencepiece
   gnuplot-nox fortunes fortunes-min

@@ -5,6 +5,7 @@
 //   linear<dense_weight<float>>        a float (or double, for gradient checks) weight; trainable on request
 //   linear<quant_weight<nf4<64>>>      a frozen quantized weight, dequantized tile by tile inside the product
 //   linear<bf16_weight>                a frozen bfloat16 weight (half the bytes), widened to float tile by tile
+//   linear<W, compute<bf16>>           any of these with its products in bf16, float accumulation (nn/compute.hpp)
 //
 // All share forward(x) / backward(x, dy) and the memory questions (memory, planned_memory, planned_shared, share),
 // and never allocate a gradient for a frozen weight.
@@ -14,6 +15,8 @@
 #include <string>
 
 #include "core/check.hpp"
+#include "nn/bf16_gemm.hpp"
+#include "nn/compute.hpp"
 #include "nn/memory_report.hpp"
 #include "nn/tensor.hpp"
 #include "quant/quantized_tensor.hpp"
@@ -109,14 +112,15 @@ template <class S>
 struct shared_workspace {
   matrix<float> tile;      ///< (dequant_tile_rows, max K): dequantization tiles of stored (quantized, bf16) weights
   std::vector<S> scratch;  ///< per-call scratch of a layer (an adapter's dropout buffer), grown to the largest use
-  std::size_t bytes() const { return bytes_of(tile) + scratch.capacity() * sizeof(S); }
+  std::vector<std::uint16_t> bf16;  ///< compute<bf16>: a call's input in bf16, then its weight tile in bf16
+  std::size_t bytes() const { return bytes_of(tile) + scratch.capacity() * sizeof(S) + bf16.capacity() * sizeof(std::uint16_t); }
 };
 
 /// Elements a layer needs of each shared buffer for a step over M tokens; a model keeps the maximum of each.
 struct shared_sizes {
-  std::size_t tile = 0, scratch = 0;
+  std::size_t tile = 0, scratch = 0, bf16 = 0;
   friend shared_sizes max(const shared_sizes& a, const shared_sizes& b) {
-    return {std::max(a.tile, b.tile), std::max(a.scratch, b.scratch)};
+    return {std::max(a.tile, b.tile), std::max(a.scratch, b.scratch), std::max(a.bf16, b.bf16)};
   }
 };
 
@@ -126,10 +130,12 @@ inline constexpr Eigen::Index dequant_tile_rows = 128;
 /// Every linear layer answers the same questions, whatever it holds (a dense, bf16 or quantized weight, an adapter
 /// on top): forward, backward, and its memory — held now (memory), planned for a step over M tokens
 /// (planned_memory, planned_shared), and the buffers a model shares with it (share).
-template <class Weight>
+template <class Weight, class Compute = compute<float>>
 struct linear {
   using weight_type = Weight;
+  using compute_type = Compute;
   using scalar = typename Weight::scalar;
+  static_assert(!is_bf16_compute<Compute> || std::same_as<scalar, float>, "compute<bf16> is for float32 layers");
   Weight weight;
   /// Buffers shared by the model's layers (nullptr: the layer keeps its own tile).
   shared_workspace<scalar>* shared = nullptr;
@@ -141,7 +147,14 @@ struct linear {
   void forward(const matrix<scalar>& x, matrix<scalar>& y) const {
     LORALAB_CHECK(x.cols() == in_features(), "linear: input has ", x.cols(), " features, weight expects ", in_features());
     y.resize(x.rows(), out_features());
-    if constexpr (is_dense) {
+    if constexpr (is_bf16_compute<Compute>) {
+      const Eigen::Index M = x.rows(), K = in_features(), N = out_features();
+      std::uint16_t* xb = bf16_buffer(std::size_t(M * K) + bf16_tile_elements());
+      to_bf16(x.data(), xb, M * K);
+      for_each_bf16_tile(xb + M * K, [&](const std::uint16_t* w, Eigen::Index n0, Eigen::Index nt) {
+        gemm_bf16(M, nt, K, xb, K, w, K, /*b_transposed=*/true, y.data() + n0, N, /*accumulate=*/false);
+      });
+    } else if constexpr (is_dense) {
       y.noalias() = x * weight.w.transpose();
     } else {
       for_each_tile([&](const auto& tile, Eigen::Index n0, Eigen::Index nt) {
@@ -153,7 +166,16 @@ struct linear {
   /// dx (M, K) = dy (M, N) W; if the weight is trainable, dW += dyᵀ x.
   void backward(const matrix<scalar>& x, const matrix<scalar>& dy, matrix<scalar>& dx) {
     dx.resize(dy.rows(), in_features());
-    if constexpr (is_dense) {
+    if constexpr (is_bf16_compute<Compute>) {
+      const Eigen::Index M = dy.rows(), K = in_features(), N = out_features();
+      std::uint16_t* db = bf16_buffer(std::size_t(M * N) + bf16_tile_elements());
+      to_bf16(dy.data(), db, M * N);
+      for_each_bf16_tile(db + M * N, [&](const std::uint16_t* w, Eigen::Index n0, Eigen::Index nt) {
+        gemm_bf16(M, K, nt, db + n0, N, w, K, /*b_transposed=*/false, dx.data(), K, /*accumulate=*/n0 > 0);
+      });
+      if constexpr (is_dense)
+        if (weight.trainable()) weight.grad.noalias() += dy.transpose() * x;  // the weight's gradient stays float
+    } else if constexpr (is_dense) {
       dx.noalias() = dy * weight.w;
       if (weight.trainable()) weight.grad.noalias() += dy.transpose() * x;
     } else {
@@ -179,20 +201,21 @@ struct linear {
   memory_report memory() const {
     memory_report m;
     m.weights = weight.weight_bytes(), m.quant_stats = weight.stats_bytes(), m.grads = weight.grad_bytes();
-    m.workspace = shared ? 0 : bytes_of(own_tile);
+    m.workspace = shared ? 0 : bytes_of(own_tile) + own_bf16.capacity() * sizeof(std::uint16_t);
     return m;
   }
   /// The same from the shapes alone, for a step over M tokens (the shared buffers apart: planned_shared).
-  memory_report planned_memory(std::size_t /*M*/) const {
+  memory_report planned_memory(std::size_t M) const {
     const std::size_t N = std::size_t(out_features()), K = std::size_t(in_features());
     memory_report m;
     m.weights = Weight::planned_weight_bytes(N, K), m.quant_stats = Weight::planned_stats_bytes(N, K);
     m.grads = weight.trainable() ? sizeof(scalar) * N * K : 0;
-    m.workspace = shared ? 0 : sizeof(float) * tile_elements();
+    m.workspace = shared ? 0 : sizeof(float) * tile_elements() + sizeof(std::uint16_t) * bf16_elements(M);
     return m;
   }
-  /// What this layer uses of the shared buffers in a step over M tokens: a stored weight's dequantization tile.
-  shared_sizes planned_shared(std::size_t /*M*/) const { return {tile_elements(), 0}; }
+  /// What this layer uses of the shared buffers in a step over M tokens: a stored weight's dequantization tile, and
+  /// with compute<bf16> its input (forward) or output gradient (backward) in bf16 plus a bf16 weight tile.
+  shared_sizes planned_shared(std::size_t M) const { return {tile_elements(), 0, bf16_elements(M)}; }
   /// Uses the model's shared buffers from now on, and reserves the tile this layer needs there.
   void share(shared_workspace<scalar>& w) {
     shared = &w;
@@ -201,8 +224,47 @@ struct linear {
 
  private:
   mutable matrix<float> own_tile;
+  mutable std::vector<std::uint16_t> own_bf16;
 
   static constexpr bool is_dense = std::same_as<Weight, dense_weight<scalar>>;
+  static constexpr bool is_bf16_stored = std::same_as<Weight, bf16_weight>;
+
+  /// compute<bf16>: bf16 elements of a weight tile (none for a bf16-stored weight: its rows are used as stored).
+  std::size_t bf16_tile_elements() const {
+    return is_bf16_compute<Compute> && !is_bf16_stored ? std::size_t(dequant_tile_rows * in_features()) : 0;
+  }
+  /// compute<bf16>: the bf16 buffer a step over M tokens needs (the larger of input and output, then the tile).
+  std::size_t bf16_elements(std::size_t M) const {
+    if constexpr (!is_bf16_compute<Compute>) return 0;
+    return M * std::size_t(std::max(in_features(), out_features())) + bf16_tile_elements();
+  }
+  /// The bf16 buffer (shared or the layer's own), grown to exactly n elements when smaller.
+  std::uint16_t* bf16_buffer(std::size_t n) const {
+    std::vector<std::uint16_t>& v = shared ? shared->bf16 : own_bf16;
+    if (v.size() < n) v = std::vector<std::uint16_t>(n);
+    return v.data();
+  }
+  /// f(rows of W in bf16, n0, nt) over the weight: a bf16-stored weight at once as stored; others per tile of
+  /// dequant_tile_rows, converted (dense) or dequantized then converted (quantized) into `tile`.
+  template <class F>
+  void for_each_bf16_tile(std::uint16_t* tile, F&& f) const {
+    const Eigen::Index N = out_features(), K = in_features();
+    if constexpr (is_bf16_stored) {
+      static_assert(sizeof(Eigen::bfloat16) == sizeof(std::uint16_t));
+      f(reinterpret_cast<const std::uint16_t*>(weight.w.data()), 0, N);
+    } else if constexpr (is_dense) {
+      for (Eigen::Index n0 = 0; n0 < N; n0 += dequant_tile_rows) {
+        const Eigen::Index nt = std::min(dequant_tile_rows, N - n0);
+        to_bf16(weight.w.data() + n0 * K, tile, nt * K);
+        f(tile, n0, nt);
+      }
+    } else {
+      for_each_tile([&](const auto& t, Eigen::Index n0, Eigen::Index nt) {
+        to_bf16(t.data(), tile, nt * K);
+        f(tile, n0, nt);
+      });
+    }
+  }
 
   /// Floats of the (dequant_tile_rows, K) tile a stored weight is computed through (0 for a dense weight).
   std::size_t tile_elements() const { return is_dense ? 0 : std::size_t(dequant_tile_rows * in_features()); }
@@ -246,13 +308,21 @@ linear<quant_weight<Scheme>> make_quant_linear(const float* data, Eigen::Index n
   return l;
 }
 
-/// The linear layer of weight type W (dense_weight<S>, bf16_weight or quant_weight<Scheme>) from a (N, K) row-major
-/// float array: one maker for code that is generic over the weight type.
-template <class W>
-linear<W> make_linear(const float* data, Eigen::Index n, Eigen::Index k) {
-  if constexpr (std::same_as<W, bf16_weight>) return make_bf16_linear(data, n, k);
-  else if constexpr (requires { typename W::scheme; }) return make_quant_linear<typename W::scheme>(data, n, k);
-  else return make_dense_linear<typename W::scalar>(data, n, k);
+/// The linear layer of weight type W (dense_weight<S>, bf16_weight or quant_weight<Scheme>) and compute type C from a
+/// (N, K) row-major float array: one maker for code that is generic over the weight type.
+template <class W, class C = compute<float>>
+linear<W, C> make_linear(const float* data, Eigen::Index n, Eigen::Index k) {
+  if constexpr (!std::same_as<C, compute<float>>) {
+    linear<W, C> l;
+    l.weight = std::move(make_linear<W>(data, n, k).weight);
+    return l;
+  } else if constexpr (std::same_as<W, bf16_weight>) {
+    return make_bf16_linear(data, n, k);
+  } else if constexpr (requires { typename W::scheme; }) {
+    return make_quant_linear<typename W::scheme>(data, n, k);
+  } else {
+    return make_dense_linear<typename W::scalar>(data, n, k);
+  }
 }
 
 }  // namespace loralab::nn

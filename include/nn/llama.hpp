@@ -297,7 +297,7 @@ class llama_model {
         shared = max(shared, lin.planned_shared(M));
       });
     }
-    m.workspace += sizeof(float) * shared.tile + s * shared.scratch;
+    m.workspace += sizeof(float) * shared.tile + s * shared.scratch + sizeof(std::uint16_t) * shared.bf16;
     // activations kept for backward, and the scratch of one step
     const std::size_t block_all = s * (M * C * 6 + M * KV * 2 + std::size_t(B) * H * T * T + M * F * 3 + M * 2);
     const std::size_t block_input = s * M * C;
