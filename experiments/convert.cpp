@@ -22,7 +22,6 @@ int main(int argc, char** argv) try {
   desc.add_options()("in", experiment::po::value(&in)->required(), "llama2.c .bin checkpoint (v0, v1, v2) or HF directory")(
       "out", experiment::po::value(&out)->required(), "output directory (config.json + model.safetensors)");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   const nn::model_file m = nn::load_model_file(in);
   nn::write_hf_dir(m, out);
   std::size_t params = 0;

@@ -4,8 +4,8 @@
 ///
 ///   build/experiments/generate --model stories260K.bin --tokenizer tok512.model --prompt "Once upon a time"
 ///   build/experiments/generate --model DIR --tokenizer tok.model --quant nf4 --double-quant --temperature 0.8 --top-p 0.9
-///   build/experiments/generate --model stories260K.bin --tokenizer tok512.model --quant nf4 --double-quant \
-///       --adapter results/qlora --template alpaca --prompt "Tell me a story about a cat."
+///   build/experiments/generate --model stories260K.bin --tokenizer tok512.model --quant nf4 --double-quant
+///       --adapter results/qlora --template alpaca --prompt "Tell me a story about a cat."   (one command)
 ///
 /// --adapter DIR applies a PEFT LoRA adapter (loralab's or PEFT's) unmerged over the base as --quant builds it.
 /// --template wraps each prompt as finetune's template of that name renders an instruction (--input fills the
@@ -74,7 +74,8 @@ void run_once(Model& m, const nn::tokenizer& tok, const std::string& user_text, 
   const std::vector<int> ids = tok.encode(prompt, /*add_bos=*/true);
   int prev = ids.front();
   for (std::size_t i = 1; i < ids.size(); ++i) print_piece(tok.decode_piece(prev, ids[i])), prev = ids[i];
-  marker_printer printer{tmpl ? std::string(data::end_marker(*tmpl)) : std::string()};
+  marker_printer printer;
+  if (tmpl) printer.marker = std::string(data::end_marker(*tmpl));
   if (!printer.marker.empty()) o.stop_when = [&](const std::vector<int>&) { return printer.seen; };
   const auto t0 = std::chrono::steady_clock::now();
   const auto out = nn::generate(m, ids, o, [&](int id) { printer.add(tok.decode_piece(prev, id)), prev = id; });
@@ -116,7 +117,6 @@ int main(int argc, char** argv) try {
       "print-ids", experiment::po::bool_switch(&print_ids), "also print the generated token ids on one line")(
       "interactive", experiment::po::bool_switch(&interactive), "read prompts from the terminal, one per line");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   LORALAB_CHECK(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got ", o.max_new_tokens);
   o.sampling.validate();
   o.seed = cli.seed;

@@ -4,8 +4,8 @@
 ///
 ///   build/experiments/merge --model models/stories260K.bin --adapter results/lora --out results/merged-hf
 ///   build/experiments/merge --model models/stories260K.bin --adapter results/lora --out results/merged-meta --format meta
-///   build/experiments/merge --model models/stories260K.bin --adapter results/qlora --quant nf4 --double-quant \
-///       --requantize nf4 --out results/merged-nf4
+///   build/experiments/merge --model models/stories260K.bin --adapter results/qlora --quant nf4 --double-quant
+///       --requantize nf4 --out results/merged-nf4   (one command)
 ///
 /// Every adapted linear becomes W' = W + s·B·A. With --quant (the adapter was trained over a quantized base,
 /// QLoRA), W is the dequantized base the adapter saw, deq(Q(W)), for every linear, so the merged float model
@@ -80,7 +80,6 @@ int main(int argc, char** argv) try {
       "tokenizer", po::value(&tokenizer), "copy this tokenizer into the output as tokenizer.model")(
       "overwrite", po::bool_switch(&overwrite), "replace an existing output directory");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   LORALAB_CHECK(format == "hf" || format == "meta", "--format must be hf or meta, got '", format, "'");
   LORALAB_CHECK(quant != "bf16", "--quant bf16 is not a QLoRA base; merge the float model (--quant none)");
   LORALAB_CHECK(requantize == "none" || requantize == "nf4" || requantize == "fp4", "--requantize must be none, nf4 or fp4, got '",

@@ -142,7 +142,6 @@ int main(int argc, char** argv) try {
       "max-new-tokens", po::value(&max_new)->default_value(max_new), "greedy tokens per prompt")(
       "output-dir", po::value(&out_dir)->default_value(out_dir), "tables, JSON, figure, the adapter and the merged models");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   const std::string scheme = experiments::model_scheme(base, false);  // canonical: nf4+dq -> nf4-b64-dq
   const std::string& quant = scheme;
   const bool dq = false;
@@ -217,7 +216,7 @@ int main(int argc, char** argv) try {
   quant::dispatch_scheme<quant::model_schemes>(scheme, [&]<class S>(std::type_identity<S>) {
     if constexpr (!quant::is_unquantized<S> && S::bits == 4) {  // (5): a 4-bit base is requantized to its own scheme
       requant = lora::requantization_error<S>(merged);
-      v.push_back({"requantized " + base});
+      v.emplace_back().name = "requantized " + base;
       load_and_measure(v.back(), written("merged_requantized", [&](const fs::path& d) { nn::write_hf_dir_4bit<S>(merged, d); }),
                        [](const fs::path& d) { return load_requantized<S>(d); });
     }

@@ -35,7 +35,6 @@ int main(int argc, char** argv) try {
       "double-quant", experiment::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
       "adapter", experiment::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
 
   const nn::model_file file = nn::load_model_file(model_path);
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);

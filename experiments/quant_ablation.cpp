@@ -143,7 +143,6 @@ int main(int argc, char** argv) try {
       "text-file", experiment::po::value(&text_file), "with --model: the text whose perplexity is reported")(
       "context", experiment::po::value(&context)->default_value(0), "with --model: window in tokens (0 = the model's)");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   LORALAB_CHECK(rows > 0 && cols > 0, "--rows and --cols must be positive, got ", rows, " x ", cols);
 
   LORALAB_CHECK(weights_path.empty() || model_path.empty(), "--weights and --model exclude each other");

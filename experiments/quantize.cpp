@@ -154,7 +154,6 @@ int main(int argc, char** argv) try {
       "dequantize", experiment::po::bool_switch(&dequantize), "read a bnb 4-bit file and write float32")(
       "overwrite", experiment::po::bool_switch(&overwrite), "directory mode: replace an existing --out directory");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
   const bool dir_mode = std::filesystem::is_directory(in);
   LORALAB_CHECK(!(dir_mode && dequantize), in, ": is a directory; convert --in DIR --out DIR writes a 4-bit "
                 "directory's dequantized float model");

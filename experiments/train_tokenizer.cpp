@@ -78,7 +78,6 @@ int main(int argc, char** argv) try {
       "model-type", experiment::po::value(&model_type)->default_value(model_type), "bpe | unigram")(
       "verbose", experiment::po::bool_switch(&verbose), "show SentencePiece's training log");
   if (auto code = cli.parse(argc, argv)) return *code;
-  const auto& vm = cli.vm;
 
   const data::data_format format = data::parse_data_format(format_name);
   const data::text_split split = data::parse_text_split(split_name);

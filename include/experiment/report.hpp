@@ -77,7 +77,10 @@ struct table {
     const auto& rs = csv_header.empty() ? rows : csv_rows;
     std::string text;
     const auto add = [&](const std::vector<std::string>& cells) {
-      for (std::size_t c = 0; c < cells.size(); ++c) text += (c ? "," : "") + detail::csv_cell(cells[c]);
+      for (std::size_t c = 0; c < cells.size(); ++c) {
+        if (c) text += ",";
+        text += detail::csv_cell(cells[c]);
+      }
       text += "\n";
     };
     add(h);
