@@ -85,6 +85,10 @@ class command_line {
       return 2;
     }
     if (threads > 0) omp_set_num_threads(threads);
+    // OMP_DYNAMIC=true lets the runtime hand OpenBLAS's parallel sgemm fewer threads than it partitioned the work
+    // for, and OpenBLAS 0.3.21 then waits forever for the missing ones (seen: a hang in the first product). Teams
+    // of the size asked, always.
+    omp_set_dynamic(0);
     if (header) fmt::print(header, "{}; {}\n", core::blas_header(), core::wait_policy_description());
     return std::nullopt;
   }

@@ -36,6 +36,11 @@ else
   echo "skipped: the Prescott warning needs a CPU with AVX"
 fi
 
+# OMP_DYNAMIC=true once hung OpenBLAS's threaded sgemm (fewer threads than it split the work for): teams stay whole.
+OMP_DYNAMIC=true timeout 60 "$bin/generate" --model "$M/stories260K.bin" --tokenizer "$M/tok512.model" --prompt "Once" \
+  --max-new-tokens 4 --threads 2 >"$tmp/out5.txt" 2>/dev/null
+expect "OMP_DYNAMIC=true with 2 threads finishes with the same text" cmp -s "$tmp/out5.txt" "$tmp/out.txt"
+
 "$bin/generate" --help >"$tmp/help.txt" 2>&1
 expect "--help prints no blas line" bash -c "! grep -q '^blas:' '$tmp/help.txt'"
 finish
