@@ -174,15 +174,20 @@ result bench_base(const std::string& label, ll::lora_model<Base, Rank> m, bool c
   return r;
 }
 
+/// The model every run trains: lora_model over linear<W, C> (float or bf16 products), rank R (dynamic by default).
+template <class W, class C = nn::compute<float>, int R = ll::dynamic_rank>
+ll::lora_model<nn::linear<W, C>, R> model_of(const nn::model_file& file) {
+  return ll::make_lora_model<nn::linear<W, C>, R>(file, [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W, C>(d, n, k); });
+}
+
 /// --fixed-rank: one base at rank R, as lora_model<Base> (dynamic_rank, r = R) and as lora_model<Base, R>, one after
 /// the other (the order alternates by round, so neither always runs on a warmer cache).
 template <class S, int R, class Add>
 void bench_ranks(const std::string& base, const nn::model_file& file, bool ckpt, data::prepared_dataset& data,
                  const options& o, Add& add) {
-  using L = nn::linear<nn::weight_of_t<S>>;
-  const auto make = [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<typename L::weight_type>(d, n, k); };
-  const auto dynamic = [&] { add(bench_base(fmt::format("{} r {} dynamic", base, R), ll::make_lora_model<L>(file, make), ckpt, data, o, R)); };
-  const auto fixed = [&] { add(bench_base(fmt::format("{} r {} fixed", base, R), ll::make_lora_model<L, R>(file, make), ckpt, data, o, R)); };
+  using W = nn::weight_of_t<S>;
+  const auto dynamic = [&] { add(bench_base(fmt::format("{} r {} dynamic", base, R), model_of<W>(file), ckpt, data, o, R)); };
+  const auto fixed = [&] { add(bench_base(fmt::format("{} r {} fixed", base, R), model_of<W, nn::compute<float>, R>(file), ckpt, data, o, R)); };
   static int order = 0;
   if (order++ % 2 == 0) dynamic(), fixed();
   else fixed(), dynamic();
@@ -223,9 +228,7 @@ void contention_line(const std::string& base, bool ckpt, const nn::model_file& f
     for (const bool with_job : {false, true}) {
       const std::unique_ptr<loralab::bench::co_runner> job = with_job ? std::make_unique<loralab::bench::co_runner>() : nullptr;
       q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
-        using W = nn::weight_of_t<S>;
-        const result r = bench_base(base + (with_job ? " +job" : " idle"), ll::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
-          return nn::make_linear<W>(d, n, k); }), ckpt, data, o);
+        const result r = bench_base(base + (with_job ? " +job" : " idle"), model_of<nn::weight_of_t<S>>(file), ckpt, data, o);
         (with_job ? busy : idle).insert((with_job ? busy : idle).end(), r.steps.begin(), r.steps.end());
       });
     }
@@ -283,13 +286,9 @@ int run(const options& o) {
         }
         for (const std::string& c : computes)
           q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
-            using W = nn::weight_of_t<S>;
-            const auto run_as = [&]<class C>(C, const std::string& label) {  // the base's products in float or bf16
-              add(bench_base(label, ll::make_lora_model<nn::linear<W, C>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
-                    return nn::make_linear<W, C>(d, n, k); }), ckpt, data, o));
-            };
-            if (c == "bf16") run_as(nn::compute<nn::bf16>{}, base + " bf16");
-            else run_as(nn::compute<float>{}, base);
+            using W = nn::weight_of_t<S>;  // the base's products in float or bf16
+            if (c == "bf16") add(bench_base(base + " bf16", model_of<W, nn::compute<nn::bf16>>(file), ckpt, data, o));
+            else add(bench_base(base, model_of<W>(file), ckpt, data, o));
           });
       }
     }
