@@ -2,6 +2,7 @@
 #pragma once
 // loralab::nn — the Llama transformer (forward and backward), its layers, model files, tokenizers, generation.
 #include "nn/attention.hpp"
+#include "nn/bpe_tokenizer.hpp"
 #include "nn/config.hpp"
 #include "nn/cross_entropy.hpp"
 #include "nn/generate.hpp"

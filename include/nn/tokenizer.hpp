@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Tokenizers behind one interface: SentencePiece `.model` files and llama2.c `tokenizer.bin` files.
+// Tokenizers behind one interface: SentencePiece `.model` files and llama2.c `tokenizer.bin` files here, byte-level
+// BPE (HF tokenizer.json, GGUF "gpt2" vocabularies) in nn/bpe_tokenizer.hpp.
 //
 // llama2c_tokenizer reproduces llama2.c run.c (karpathy/llama2.c @ 350e04fe) token for token:
 //   encode: [BOS=1 if asked] + [the piece " " if the text is non-empty: SentencePiece's dummy prefix] + one token
@@ -468,12 +469,17 @@ class sentencepiece_tokenizer final : public tokenizer {
 
 // ---- opening by file ----------------------------------------------------------------------------------------------
 
-/// Opens `path` as a SentencePiece model (extension .model) or a llama2.c tokenizer (extension .bin); any other
+/// A Hugging Face tokenizer.json as an nn::bpe_tokenizer; defined in nn/bpe_tokenizer.hpp (included at the end).
+std::unique_ptr<tokenizer> load_bpe_tokenizer_json(const std::filesystem::path& path);
+
+/// Opens `path` as a Hugging Face tokenizer.json (extension .json: byte-level BPE, nn/bpe_tokenizer.hpp), a
+/// SentencePiece model (extension .model) or a llama2.c tokenizer (extension .bin); any other
 /// extension is decided by content (a protobuf starts with field 1 / wire type 2, byte 0x0A, followed by a
 /// non-zero length; a tokenizer.bin starts with a small int32). `vocab_size` (from the model header) is needed
 /// for llama2.c files and ignored for SentencePiece ones.
 inline std::unique_ptr<tokenizer> load_tokenizer(const std::filesystem::path& path, int vocab_size) {
   const std::string ext = path.extension().string();
+  if (ext == ".json") return load_bpe_tokenizer_json(path);
   bool sentencepiece = ext == ".model";
   if (ext != ".model" && ext != ".bin") {
     std::error_code ec;
@@ -497,3 +503,7 @@ inline void check_vocab_matches(const tokenizer& tok, int model_vocab, const std
 }
 
 }  // namespace loralab::nn
+
+// The byte-level BPE tokenizer implements the interface above and defines load_bpe_tokenizer_json; it includes this
+// header first, so either header may be included alone.
+#include "nn/bpe_tokenizer.hpp"  // IWYU pragma: export
