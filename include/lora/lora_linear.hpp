@@ -167,6 +167,7 @@ struct lora_linear : Base {
     Base::forward(x, y);
     if (!active()) return;
     const auto& a = *adapter;
+    const core::serial_blas_if_small small(double(x.rows()), double(a.A.rows()), double(std::max(x.cols(), y.cols())));
     if (dropping()) {
       const auto xd = dropped(x);
       h_.noalias() = xd * a.A.transpose();  // (M, r)
@@ -181,6 +182,7 @@ struct lora_linear : Base {
     Base::backward(x, dy, dx);
     if (!active()) return;
     auto& a = *adapter;
+    const core::serial_blas_if_small small(double(x.rows()), double(a.A.rows()), double(std::max(x.cols(), dy.cols())));
     dh_.noalias() = a.scaling * (dy * a.B);  // (M, r)
     if (dropping()) {
       const auto xd = dropped(x);  // recomputed (same mask): nothing of the forward is kept but h

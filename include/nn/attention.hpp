@@ -13,6 +13,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/parallel.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
@@ -23,6 +24,8 @@ inline constexpr int causal_block = 64;
 struct attention_shape {
   int batch = 0, seq = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int group() const { return n_heads / n_kv_heads; }
+  /// Multiply-adds of one pass (query-key pairs of every head times the head size): the parallel regions' `if`.
+  std::size_t pair_work() const { return std::size_t(batch) * std::size_t(n_heads) * std::size_t(seq) * std::size_t(seq + 1) / 2 * std::size_t(head_dim); }
 };
 
 /// out (B·T, H·D) from q (B·T, H·D), k and v (B·T, Hkv·D); probs receives P, one (T, T) block per (b, h),
@@ -34,7 +37,7 @@ void attention_forward(const attention_shape& a, const matrix<S>& q, const matri
   const S scale = S(1) / std::sqrt(S(D));
   probs.resize(Eigen::Index(a.batch) * a.n_heads * T, T);
   out.resize(q.rows(), q.cols());
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (core::worth_parallel(a.pair_work()))
   for (int b = 0; b < a.batch; ++b)
     for (int h = 0; h < a.n_heads; ++h) {
       const int kvh = h / a.group();
@@ -68,7 +71,7 @@ void attention_backward(const attention_shape& a, const matrix<S>& q, const matr
   dk = matrix<S>::Zero(k.rows(), k.cols());
   dv = matrix<S>::Zero(v.rows(), v.cols());
   // Query heads sharing a kv head add into the same dk/dv block: parallelize over (b, kv head), loop the group.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (core::worth_parallel(a.pair_work()))
   for (int b = 0; b < a.batch; ++b)
     for (int kvh = 0; kvh < a.n_kv_heads; ++kvh) {
       matrix<S> dP(T, T);

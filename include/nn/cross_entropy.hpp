@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/check.hpp"
+#include "core/parallel.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
@@ -30,7 +31,7 @@ double cross_entropy(const matrix<S>& logits, const std::vector<int>& targets, m
   const S div = denominator > 0 ? S(denominator) : S(n);
   if (dlogits) dlogits->resize(M, V);
   double loss = 0;
-#pragma omp parallel for schedule(static) reduction(+ : loss) if (M > 16)
+#pragma omp parallel for schedule(static) reduction(+ : loss) if (core::worth_parallel(std::size_t(M * V)))
   for (Eigen::Index i = 0; i < M; ++i) {
     const int t = targets[std::size_t(i)];
     if (t == ignore_index) {

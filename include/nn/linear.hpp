@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/check.hpp"
+#include "core/parallel.hpp"
 #include "nn/bf16_gemm.hpp"
 #include "nn/compute.hpp"
 #include "nn/memory_report.hpp"
@@ -147,6 +148,7 @@ struct linear {
   void forward(const matrix<scalar>& x, matrix<scalar>& y) const {
     LORALAB_CHECK(x.cols() == in_features(), "linear: input has ", x.cols(), " features, weight expects ", in_features());
     y.resize(x.rows(), out_features());
+    const core::serial_blas_if_small small(double(x.rows()), double(out_features()), double(in_features()));
     if constexpr (is_bf16_compute<Compute>) {
       const Eigen::Index M = x.rows(), K = in_features(), N = out_features();
       std::uint16_t* xb = bf16_buffer(std::size_t(M * K) + bf16_tile_elements());
@@ -166,6 +168,7 @@ struct linear {
   /// dx (M, K) = dy (M, N) W; if the weight is trainable, dW += dyᵀ x.
   void backward(const matrix<scalar>& x, const matrix<scalar>& dy, matrix<scalar>& dx) {
     dx.resize(dy.rows(), in_features());
+    const core::serial_blas_if_small small(double(dy.rows()), double(out_features()), double(in_features()));
     if constexpr (is_bf16_compute<Compute>) {
       const Eigen::Index M = dy.rows(), K = in_features(), N = out_features();
       std::uint16_t* db = bf16_buffer(std::size_t(M * N) + bf16_tile_elements());

@@ -196,8 +196,12 @@ class llama_model {
     }
     rms_norm_forward(x, final_norm.g, S(config.rms_norm_eps), xf_, rstdf_);
     x_last_ = std::move(x);
-    if (config.tie_word_embeddings) logits_.noalias() = xf_ * embed.transpose();
-    else lm_head.forward(xf_, logits_);
+    if (config.tie_word_embeddings) {
+      const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
+      logits_.noalias() = xf_ * embed.transpose();
+    } else {
+      lm_head.forward(xf_, logits_);
+    }
     return logits_;
   }
 
@@ -212,6 +216,7 @@ class llama_model {
     LORALAB_CHECK(ws_.dlogits.rows() == logits_.rows() && logits_.rows() > 0, "backward() needs forward() and loss() first");
     // head
     if (config.tie_word_embeddings) {
+      const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       ws_.dxf.noalias() = ws_.dlogits * embed;
       if (embed_grad.size()) embed_grad.noalias() += ws_.dlogits.transpose() * xf_;
     } else {

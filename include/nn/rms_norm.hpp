@@ -3,6 +3,7 @@
 // RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x²) + eps) · g, per row.
 #include <cmath>
 
+#include "core/parallel.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
@@ -12,7 +13,7 @@ template <class S>
 void rms_norm_forward(const matrix<S>& x, const vector<S>& g, S eps, matrix<S>& y, vector<S>& rstd) {
   const Eigen::Index M = x.rows(), C = x.cols();
   y.resize(M, C), rstd.resize(M);
-#pragma omp parallel for schedule(static) if (M > 64)
+#pragma omp parallel for schedule(static) if (core::worth_parallel(std::size_t(M * C)))
   for (Eigen::Index i = 0; i < M; ++i) {
     const S ms = x.row(i).squaredNorm() / S(C);
     rstd(i) = S(1) / std::sqrt(ms + eps);
@@ -27,7 +28,7 @@ void rms_norm_backward(const matrix<S>& x, const vector<S>& g, const vector<S>& 
                        matrix<S>& dx, vector<S>* dg) {
   const Eigen::Index M = x.rows(), C = x.cols();
   dx.resize(M, C);
-#pragma omp parallel for schedule(static) if (M > 64)
+#pragma omp parallel for schedule(static) if (core::worth_parallel(std::size_t(4 * M * C)))
   for (Eigen::Index i = 0; i < M; ++i) {
     const row_vector<S> gdy = dy.row(i).cwiseProduct(g.transpose());
     const row_vector<S> n = x.row(i) * rstd(i);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/parallel.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
@@ -33,7 +34,7 @@ template <class S>
 void apply_rotary(matrix<S>& x, int n_heads, const rotary_table<S>& rt, const std::vector<int>& pos, bool inverse = false) {
   const int half = rt.half, D = 2 * half;
   const S sign = inverse ? S(-1) : S(1);
-#pragma omp parallel for schedule(static) if (x.rows() > 64)
+#pragma omp parallel for schedule(static) if (core::worth_parallel(std::size_t(x.size())))
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
     const int p = pos[std::size_t(r)];
     for (int h = 0; h < n_heads; ++h) {

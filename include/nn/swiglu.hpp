@@ -6,6 +6,7 @@
 // 12 % of a 30M-parameter training step (docs/model_bench.md). Eigen's exp differs from expf by ≤ 3e-7 relative.
 #include <cmath>
 
+#include "core/parallel.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
@@ -13,17 +14,12 @@ namespace loralab::nn {
 template <class S>
 S sigmoid(S a) { return S(1) / (S(1) + std::exp(-a)); }
 
-namespace detail {
-// Below this many elements a parallel region costs more than it saves.
-inline constexpr Eigen::Index swiglu_parallel_elements = 1 << 15;
-}  // namespace detail
-
 /// h (M, F) = silu(gate) ⊙ up
 template <class S>
 void swiglu_forward(const matrix<S>& gate, const matrix<S>& up, matrix<S>& h) {
   h.resize(gate.rows(), gate.cols());
   const Eigen::Index rows = gate.rows();
-#pragma omp parallel for schedule(static) if (gate.size() > detail::swiglu_parallel_elements)
+#pragma omp parallel for schedule(static) if (core::worth_parallel(4 * std::size_t(gate.size())))  // an exp per element
   for (Eigen::Index i = 0; i < rows; ++i) {
     const auto a = gate.row(i).array();
     h.row(i).array() = a / (S(1) + (-a).exp()) * up.row(i).array();
@@ -36,7 +32,7 @@ void swiglu_backward(const matrix<S>& gate, const matrix<S>& up, const matrix<S>
   dgate.resize(gate.rows(), gate.cols());
   dup.resize(gate.rows(), gate.cols());
   const Eigen::Index rows = gate.rows();
-#pragma omp parallel for schedule(static) if (gate.size() > detail::swiglu_parallel_elements)
+#pragma omp parallel for schedule(static) if (core::worth_parallel(4 * std::size_t(gate.size())))  // an exp per element
   for (Eigen::Index i = 0; i < rows; ++i) {
     const auto a = gate.row(i).array();
     const Eigen::Array<S, 1, Eigen::Dynamic> s = S(1) / (S(1) + (-a).exp());
