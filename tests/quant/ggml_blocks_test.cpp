@@ -239,8 +239,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_sizes_and_non_finite_weights_are_refused, S, g
   BOOST_CHECK_NO_THROW((void)ggml_tensor<S>::from_bytes(bytes, 2, 64));
   // quantize: bad shape, wrong element count, a non-finite weight (named by its index)
   std::vector<float> x(2 * 64, 0.5f);
-  m = message([&] { (void)ggml_tensor<S>::template quantize<float>(x, 4, 32 + 0 * 1); });
-  BOOST_TEST(m.find("data has 128") == std::string::npos);  // 4 x 32 = 128: a valid shape for these elements
+  BOOST_CHECK_NO_THROW((void)ggml_tensor<S>::template quantize<float>(x, 4, 32));  // the same 128 weights, 4 rows
   m = message([&] { (void)ggml_tensor<S>::template quantize<float>(x, 1, 100); });
   BOOST_TEST(m.find("rows of 100 weights") != std::string::npos, m);
   m = message([&] { (void)ggml_tensor<S>::template quantize<float>(x, 3, 64); });
