@@ -4,6 +4,7 @@
 //
 //   linear<dense_weight<float>>        a float (or double, for gradient checks) weight; trainable on request
 //   linear<quant_weight<nf4<64>>>      a frozen quantized weight, dequantized tile by tile inside the product
+//   linear<quant_weight<ggml_q4_1>>    the same over ggml's blocks (a GGUF tensor's bytes, kept as they are)
 //   linear<bf16_weight>                a frozen bfloat16 weight (half the bytes), widened to float tile by tile
 //   linear<W, compute<bf16>>           any of these with its products in bf16, float accumulation (nn/compute.hpp)
 //
@@ -51,7 +52,8 @@ struct dense_weight {
 };
 
 /// A frozen quantized weight (compute in float32). Never trainable: QLoRA trains adapters, not the base. Every
-/// scheme's storage answers the same questions (quant::quantized_storage), so nothing here asks which it is.
+/// scheme's storage answers the same questions (quant::quantized_storage: bitsandbytes' blockwise and int8 tensors,
+/// ggml's block tensors), so nothing here asks which it is; the product dequantizes it tile by tile.
 template <class Scheme>
 struct quant_weight {
   using scalar = float;
@@ -71,7 +73,8 @@ struct quant_weight {
   static constexpr std::size_t planned_weight_bytes(std::size_t n, std::size_t k) { return storage::planned_code_bytes(n, k); }
   static constexpr std::size_t planned_stats_bytes(std::size_t n, std::size_t k) { return storage::planned_stats_bytes(n, k); }
   /// As bitsandbytes stores it: packed 4-bit and dynamic 8-bit codes are uint8 (Params4bit: two weights per
-  /// element), LLM.int8() codes int8; the statistics live in the quant state, not in the parameter.
+  /// element), LLM.int8() codes int8; the statistics live in the quant state, not in the parameter. ggml's blocks
+  /// as GGUF lists them: type "q4_1" etc., one element per weight.
   static constexpr const char* storage_dtype = storage::storage_dtype;
   std::size_t stored_elements() const { return q.code_elements(); }
   Eigen::Index rows() const { return n; }
@@ -308,6 +311,17 @@ linear<quant_weight<Scheme>> make_quant_linear(const float* data, Eigen::Index n
   linear<quant_weight<Scheme>> l;
   l.weight.q = quant::quantize<Scheme>(std::span<const float>(data, std::size_t(n * k)), std::size_t(n), std::size_t(k));
   l.weight.n = n, l.weight.k = k;
+  return l;
+}
+
+/// A quantized linear layer over a tensor already in its storage (a GGUF tensor's bytes wrapped as
+/// quant::ggml_tensor<S>::from_bytes, a bitsandbytes checkpoint's parts), used as it is: (N, K) = (q.rows(), q.cols()).
+template <class Q>
+  requires quant::quantized_storage<Q>
+linear<quant_weight<typename Q::scheme>> make_quant_linear(Q q) {
+  linear<quant_weight<typename Q::scheme>> l;
+  l.weight.n = Eigen::Index(q.rows()), l.weight.k = Eigen::Index(q.cols());
+  l.weight.q = std::move(q);
   return l;
 }
 

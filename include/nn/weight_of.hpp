@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // The frozen weight type that stores a base in scheme S (quant/scheme_registry.hpp): float32 -> dense_weight<float>,
-// bfloat16 -> bf16_weight, any quantized scheme -> quant_weight<S>. With the registry's dispatch, one name typed
-// by a person becomes one linear<weight_of_t<S>> model type.
+// bfloat16 -> bf16_weight, any quantized scheme (bitsandbytes' or ggml's q4_0 / q4_1 / q8_0) -> quant_weight<S>.
+// With the registry's dispatch, one name typed by a person becomes one linear<weight_of_t<S>> model type.
 #include "nn/linear.hpp"
 #include "quant/scheme_registry.hpp"
 

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "quant/blockwise_tensor.hpp"
+#include "quant/ggml_tensor.hpp"
 #include "quant/rowwise_int8_tensor.hpp"
 #include "quant/schemes.hpp"
 
@@ -24,9 +25,11 @@ namespace loralab::quant {
 namespace detail {
 template <quant_scheme S> struct storage_for { using type = blockwise_tensor<S>; };
 template <> struct storage_for<int8_rowwise> { using type = rowwise_int8_tensor; };
+template <ggml_block_scheme S> struct storage_for<S> { using type = ggml_tensor<S>; };
 }  // namespace detail
 
-/// blockwise_tensor<S> for nf4/fp4/dynamic8/double_quant, rowwise_int8_tensor for int8_rowwise.
+/// blockwise_tensor<S> for nf4/fp4/dynamic8/double_quant, rowwise_int8_tensor for int8_rowwise, ggml_tensor<S> for
+/// ggml_q4_0/q4_1/q8_0.
 template <quant_scheme S>
 using quantized_tensor = typename detail::storage_for<S>::type;
 
@@ -47,7 +50,9 @@ concept quantized_storage = requires(const Q& q, std::span<const float> x, std::
 };
 
 static_assert(quantized_storage<quantized_tensor<nf4<64>>> && quantized_storage<quantized_tensor<double_quant<fp4<64>>>> &&
-                  quantized_storage<quantized_tensor<dynamic8<256>>> && quantized_storage<quantized_tensor<int8_rowwise>>,
+                  quantized_storage<quantized_tensor<dynamic8<256>>> && quantized_storage<quantized_tensor<int8_rowwise>> &&
+                  quantized_storage<quantized_tensor<ggml_q4_0>> && quantized_storage<quantized_tensor<ggml_q4_1>> &&
+                  quantized_storage<quantized_tensor<ggml_q8_0>>,
               "every scheme's storage answers the same questions (quant/quantized_tensor.hpp)");
 
 /// Quantizes a (rows, cols) row-major matrix with scheme S: the one entry point for every scheme (blocks of a
@@ -69,16 +74,17 @@ quantized_tensor<S> quantize(std::span<const T> data, std::size_t rows, std::siz
   return quantized_tensor<S>::template quantize<T>(data, rows, cols, outlier_threshold);
 }
 
-/// How tables name and group a scheme: its family ("nf4", "nf4+dq", "dynamic8", "int8-row"), the elements one
+/// How tables name and group a scheme: its family ("nf4", "nf4+dq", "dynamic8", "int8-row", "q4_1"), the elements one
 /// statistic covers (the block size; 0: one per row), and the analytic bits per parameter of a (rows, cols) weight.
 template <quant_scheme S>
 std::string scheme_family() {
   if constexpr (blockwise_scheme<S>) return std::string(S::quant_type) + (S::nested ? "+dq" : "");
+  else if constexpr (ggml_block_scheme<S>) return std::string(S::quant_type);
   else return std::string(S::quant_type) + "-row";
 }
 template <quant_scheme S>
 constexpr int scheme_block_size() {
-  if constexpr (blockwise_scheme<S>) return S::block_size;
+  if constexpr (blockwise_scheme<S> || ggml_block_scheme<S>) return S::block_size;
   else return 0;
 }
 template <quant_scheme S>

@@ -8,6 +8,7 @@
 //   nf4-b<B>-dq, fp4-b<B>-dq               the same with double-quantized absmax (QLoRA's DQ)
 //   dynamic8-b<B>                          bitsandbytes blockwise dynamic 8-bit
 //   int8-row                               LLM.int8() row-wise absmax
+//   q4_0, q4_1, q8_0                       ggml's (GGUF's) block formats, ggml's own names (Q4_1 etc. as aliases)
 //
 // A program declares which schemes it instantiates as a scheme_list (each costs a model's worth of compile time);
 // dispatch_scheme<List>(name, f) calls f(std::type_identity<S>{}) for the one whose name matches, and refuses any
@@ -65,9 +66,27 @@ struct scheme_list {
 /// with and without double quantization, and LLM.int8().
 using model_schemes = scheme_list<float32, bfloat16, nf4<64>, double_quant<nf4<64>>, fp4<64>, double_quant<fp4<64>>, int8_rowwise>;
 
+/// ggml's block formats (llama.cpp, GGUF), a list of their own: programs opt in, alone or beside model_schemes
+/// (scheme_list_cat_t<model_schemes, ggml_schemes>). Not in model_schemes, whose every scheme costs each model
+/// program a model's worth of compile time, and whose programs read float checkpoints (ggml needs K % 32 == 0,
+/// which stories260K's FFN, K = 172, is not).
+using ggml_schemes = scheme_list<ggml_q4_0, ggml_q4_1, ggml_q8_0>;
+
+namespace detail {
+template <class... Lists> struct scheme_list_cat;
+template <class... A> struct scheme_list_cat<scheme_list<A...>> { using type = scheme_list<A...>; };
+template <class... A, class... B, class... Rest>
+struct scheme_list_cat<scheme_list<A...>, scheme_list<B...>, Rest...> : scheme_list_cat<scheme_list<A..., B...>, Rest...> {};
+}  // namespace detail
+
+/// One scheme_list of the schemes of several, in order: scheme_list_cat_t<model_schemes, ggml_schemes>.
+template <class... Lists>
+using scheme_list_cat_t = typename detail::scheme_list_cat<Lists...>::type;
+
 /// The canonical name for what people type: "nf4+dq" / "nf4-dq" -> "nf4-b64-dq", "nf4" -> "nf4-b64" (block 64,
 /// QLoRA's), "f32" / "float" / "none" -> "float32", "bf16" -> "bfloat16", "int8" -> "int8-row", "dynamic8" ->
-/// "dynamic8-b64"; a canonical name is returned as it is. `double_quant` adds "-dq" (the --double-quant flag).
+/// "dynamic8-b64", "Q4_1" -> "q4_1" (names are lower-cased first); a canonical name is returned as it is.
+/// `double_quant` adds "-dq" (the --double-quant flag).
 inline std::string canonical_scheme_name(std::string_view typed, bool double_quant = false) {
   std::string s(typed);
   for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));  // nf4+DQ as the papers write it

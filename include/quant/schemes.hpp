@@ -8,6 +8,8 @@
 //   double_quant<nf4<64>>      absmax stored as signed dynamic 8-bit codes, nested block 256  4.127
 //   dynamic8<4096>             bnb quantize_blockwise: signed dynamic map, float32 absmax     8.0078
 //   int8_rowwise               LLM.int8 weights: absmax per row (SCB), optional outliers      8 + 32/K
+//   ggml_q4_0, ggml_q4_1,      ggml's (GGUF's) blocks of 32 with fp16 scales                 4.5, 5, 8.5
+//   ggml_q8_0                  (quant/ggml_blocks.hpp: their own layout, rows never share a block)
 //
 // Blocks run over the row-major flattened tensor, so a [N, K] weight is blocked along K and a block runs on
 // into the next row when K % block_size != 0 (bnb does the same).
@@ -21,6 +23,7 @@
 #include "core/host_device.hpp"
 #include "quant/codebooks.hpp"
 #include "quant/codec.hpp"
+#include "quant/ggml_blocks.hpp"
 
 namespace loralab::quant {
 
@@ -121,7 +124,7 @@ concept blockwise_scheme = requires(float v, std::uint8_t c) {
 } && (S::bits == 4 || S::bits == 8);
 
 template <class S>
-concept quant_scheme = blockwise_scheme<S> || std::same_as<S, int8_rowwise>;
+concept quant_scheme = blockwise_scheme<S> || std::same_as<S, int8_rowwise> || ggml_block_scheme<S>;
 
 /// Exact bytes a blockwise-quantized tensor of n elements allocates: codes, statistics and, with double
 /// quantization, the nested statistics, the float32 offset and the tensor's own 256-entry nested map.
@@ -135,6 +138,12 @@ constexpr std::size_t storage_bytes(std::size_t n) {
     return codes + 4 * nb;
 }
 
+/// Exact bytes of n weights in a ggml block format (n a multiple of 32): the blocks, statistics inside them.
+template <ggml_block_scheme S>
+constexpr std::size_t storage_bytes(std::size_t n) {
+  return detail::ceil_div(n, S::block_size) * S::block_bytes;
+}
+
 /// Storage cost per parameter in the large-tensor limit (per-tensor constants vanish):
 /// nf4<64> = 4 + 32/64 = 4.5; double_quant<nf4<64>> = 4 + 8/64 + 32/(64*256) = 4.126953125.
 template <blockwise_scheme S>
@@ -144,12 +153,16 @@ constexpr double bits_per_param() {
   else
     return S::bits + 32.0 / S::block_size;
 }
+template <ggml_block_scheme S>
+constexpr double bits_per_param() { return ggml_bits_per_weight<S>(); }
 
-/// A printable name: "nf4-b64", "nf4-b64-dq", "dynamic8-b4096", "int8-row".
+/// A printable name: "nf4-b64", "nf4-b64-dq", "dynamic8-b4096", "int8-row", "q4_1" (ggml's own type names).
 template <quant_scheme S>
 std::string scheme_label() {
   if constexpr (std::same_as<S, int8_rowwise>) {
     return "int8-row";
+  } else if constexpr (ggml_block_scheme<S>) {
+    return std::string(S::quant_type);
   } else {
     std::string s = std::string(S::quant_type) + "-b" + std::to_string(S::block_size);
     if constexpr (S::nested) s += "-dq";

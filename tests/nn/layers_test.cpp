@@ -2,6 +2,7 @@
 // Every layer's backward against central finite differences in double precision, on fresh random inputs.
 // Each check uses the scalar L = Σ out ⊙ R with a random R, so dL/dout = R.
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
@@ -13,6 +14,7 @@
 #include "nn/rms_norm.hpp"
 #include "nn/rotary.hpp"
 #include "nn/swiglu.hpp"
+#include "nn/weight_of.hpp"
 #include "quant/quant.hpp"
 #include "test_support.hpp"
 
@@ -150,6 +152,50 @@ BOOST_AUTO_TEST_CASE(quantized_linear_equals_dense_linear_over_its_dequantized_w
   const auto b = make_bf16_linear(w.data(), N, K);
   BOOST_TEST(b.dense()(3, 5) == static_cast<float>(Eigen::bfloat16(w[3 * K + 5])));
   BOOST_TEST(b.weight.weight_bytes() == std::size_t(N * K * 2));
+}
+
+BOOST_AUTO_TEST_CASE(ggml_block_linear_equals_dense_linear_over_its_dequantized_weight) {
+  namespace q = loralab::quant;
+  auto g = loralab::testing::rng(17);
+  std::normal_distribution<float> n(0.0f, 0.1f);
+  const Eigen::Index N = 300, K = 96;  // N > one dequantization tile (128 rows); K = 3 blocks of 32
+  std::vector<float> w(std::size_t(N * K));
+  for (auto& v : w) v = n(g);
+  const auto check = [&]<class S>(std::type_identity<S>) {
+    using W = weight_of_t<S>;
+    static_assert(std::same_as<W, quant_weight<S>>, "a ggml scheme's frozen base is quant_weight<S>");
+    linear<W> lin = make_linear<W>(w.data(), N, K);
+    // the base's weight is ggml's dequantization of ggml's bytes (quant::ggml_tensor), row for row
+    const matrix<float> deq = lin.dense();
+    const auto t = q::ggml_tensor<S>::template quantize_ref<float>(w, std::size_t(N), std::size_t(K));
+    std::vector<float> want(w.size());
+    t.template dequantize_rows_ref<float>(0, std::size_t(N), want);
+    BOOST_TEST(std::equal(want.begin(), want.end(), deq.data()));
+    // forward and dx backward through dequantized tiles equal a dense layer over that weight (float products:
+    // the same sums in a different blocking, so a few ulps of the largest output)
+    auto ref = make_dense_linear<float>(deq.data(), N, K);
+    matrix<float> x = randn(g, 9, K).cast<float>(), dy = randn(g, 9, N).cast<float>(), y1, y2, dx1, dx2;
+    lin.forward(x, y1), ref.forward(x, y2);
+    lin.backward(x, dy, dx1), ref.backward(x, dy, dx2);
+    BOOST_TEST((y1 - y2).cwiseAbs().maxCoeff() <= 1e-5f * y2.cwiseAbs().maxCoeff(), q::scheme_label<S>());
+    BOOST_TEST((dx1 - dx2).cwiseAbs().maxCoeff() <= 1e-5f * dx2.cwiseAbs().maxCoeff(), q::scheme_label<S>());
+    BOOST_TEST(lin.weight.grad_bytes() == 0u);
+    BOOST_CHECK_THROW(lin.weight.set_trainable(true), loralab::error);
+    // memory: the blocks' codes as weights, their fp16 scales as statistics, exactly the GGUF bytes in all
+    const auto m = lin.memory();
+    BOOST_TEST(m.weights + m.quant_stats == q::storage_bytes<S>(std::size_t(N * K)));
+    BOOST_TEST(m.weights == std::size_t(N * K) / 32 * S::code_bytes_per_block);
+    BOOST_TEST(lin.planned_memory(9).weights == m.weights);
+    BOOST_TEST(lin.planned_memory(9).quant_stats == m.quant_stats);
+    // a GGUF tensor's bytes wrapped as they are give the same layer
+    const auto wrapped = make_quant_linear(q::ggml_tensor<S>::from_bytes(t.bytes(), std::size_t(N), std::size_t(K)));
+    BOOST_TEST(wrapped.in_features() == K);
+    BOOST_TEST(wrapped.out_features() == N);
+    BOOST_TEST((wrapped.dense() == deq));
+  };
+  check(std::type_identity<q::ggml_q4_0>{});
+  check(std::type_identity<q::ggml_q4_1>{});
+  check(std::type_identity<q::ggml_q8_0>{});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
