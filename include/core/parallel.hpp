@@ -20,7 +20,7 @@ inline bool worth_parallel(std::size_t work) { return work >= parallel_min_work;
 
 /// Multiply-adds below which a BLAS product runs on the calling thread. OpenBLAS's own rule (its OpenMP build)
 /// threads any product over 2^18 multiply-adds, a few tens of microseconds of work.
-inline constexpr double serial_blas_macs = double(std::size_t(1) << 24);
+inline constexpr double serial_blas_macs = double(std::size_t(1) << 22);
 
 /// In its scope, BLAS calls run on one thread when the product (m·n·k multiply-adds) is below serial_blas_macs:
 /// OpenBLAS's OpenMP build follows omp_get_max_threads() of the calling thread, which this sets to 1 and restores.
