@@ -34,6 +34,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -116,7 +117,7 @@ std::vector<std::string> split_list(const std::string& text, const char* flag, s
 /// GEMM FLOPs of one trainer step: the frozen linears forward and dx backward (no dW), the tied LM head the same,
 /// causal attention (the T(T+1)/2 query-key pairs a causal kernel needs: q kᵀ and P v forward, four products
 /// backward), the adapters (x Aᵀ, h Bᵀ forward; dy B, dyᵀ h, x Aᵀ again, dhᵀ x, dh A backward); checkpointing
-/// adds the blocks' forward once more. Element-wise work (norms, softmax, SwiGLU, dropout, loss) is not counted.
+/// adds the blocks' forward once more, up to down_proj's input (the recompute needs no block output). Element-wise work (norms, softmax, SwiGLU, dropout, loss) is not counted.
 double step_gemm_flops(const nn::llama_config& c, int B, int T, const ll::target_spec& targets, int r, bool ckpt) {
   const double N = double(B) * T, C = c.dim, KV = c.kv_dim(), F = c.hidden_dim, V = c.vocab_size;
   const struct { const char* key; double in, out; } linears[] = {
@@ -125,13 +126,16 @@ double step_gemm_flops(const nn::llama_config& c, int B, int T, const ll::target
   const double attention_fwd = 2.0 * B * c.n_heads * c.head_dim() * T * (T + 1.0);  // two products, causal half each
   double total = 2 * (2 * N * V * C);                                                 // LM head: forward and dx
   for (int l = 0; l < c.n_layers; ++l) {
-    double fwd = attention_fwd, bwd = 2 * attention_fwd;
+    double fwd = attention_fwd, bwd = 2 * attention_fwd, down_fwd = 0;
     for (const auto& lin : linears) {
-      fwd += 2 * N * lin.in * lin.out, bwd += 2 * N * lin.in * lin.out;
+      double f = 2 * N * lin.in * lin.out;
+      bwd += 2 * N * lin.in * lin.out;
       if (targets.matches(fmt::format("model.layers.{}.{}", l, lin.key)))
-        fwd += 2 * N * r * (lin.in + lin.out), bwd += 2 * N * r * (2 * lin.out + 3 * lin.in);
+        f += 2 * N * r * (lin.in + lin.out), bwd += 2 * N * r * (2 * lin.out + 3 * lin.in);
+      fwd += f;
+      if (std::string_view(lin.key) == "mlp.down_proj") down_fwd = f;
     }
-    total += fwd * (ckpt ? 2 : 1) + bwd;
+    total += fwd + bwd + (ckpt ? fwd - down_fwd : 0);
   }
   return total;
 }

@@ -228,7 +228,7 @@ class llama_model {
       block_activations<S>* a = &acts_[l];
       if (gradient_checkpointing) {  // recompute this block's intermediates from its kept input
         scratch_.x = acts_[l].x;
-        block_forward(blk, scratch_, ws_.tmp);
+        block_forward(blk, scratch_, ws_.tmp, /*output=*/false);
         a = &scratch_;
       }
       // MLP: x' = x1 + down(h); ws_.dx holds dL/dx'
@@ -337,7 +337,9 @@ class llama_model {
     for (int t : tokens) LORALAB_CHECK(t >= 0 && t < config.vocab_size, "forward: token id ", t, " outside the vocabulary of ", config.vocab_size);
   }
 
-  void block_forward(const decoder_block<Linear>& blk, block_activations<S>& a, matrix<S>& out) {
+  /// The block's intermediates into `a` and its output into `out`; a recompute for backward (output = false) stops
+  /// at down_proj's input: backward needs h, not the block's output (one linear of seven per block saved).
+  void block_forward(const decoder_block<Linear>& blk, block_activations<S>& a, matrix<S>& out, bool output = true) {
     const S eps = S(config.rms_norm_eps);
     rms_norm_forward(a.x, blk.input_layernorm.g, eps, a.n1, a.rstd1);
     blk.q_proj.forward(a.n1, a.q), blk.k_proj.forward(a.n1, a.k), blk.v_proj.forward(a.n1, a.v);
@@ -349,6 +351,7 @@ class llama_model {
     rms_norm_forward(a.x1, blk.post_attention_layernorm.g, eps, a.n2, a.rstd2);
     blk.gate_proj.forward(a.n2, a.gate), blk.up_proj.forward(a.n2, a.up);
     swiglu_forward(a.gate, a.up, a.h);
+    if (!output) return;
     blk.down_proj.forward(a.h, out);
     out += a.x1;
   }
