@@ -89,14 +89,14 @@ int main(int argc, char** argv) try {
   std::string data_path;
   experiment::command_line cli("finetune: LoRA / QLoRA fine-tuning");
   auto& desc = cli.desc;
-  desc.add_options()("model", po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
-      "tokenizer", po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
+  desc.add_options()("model", po::value(&model_path)->required(), "llama2.c .bin, HF or Meta directory, or GGUF file")(
+      "tokenizer", po::value(&tokenizer_path), "sentencepiece .model, llama2.c tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own)")(
       "data", po::value(&data_path)->required(), "dataset file")(
       "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
       "template", po::value(&tmpl), "alpaca, dolly, chatml or plain (default: the format's)")(
       "train-on-prompt", po::bool_switch(&train_on_prompt), "also train on prompt tokens (default: responses only)")(
       "output-dir", po::value(&output_dir)->required(), "adapter, checkpoints, metrics.jsonl, run.json")(
-      "quant", po::value(&quant)->default_value(quant), "base weights: none (LoRA), bf16, nf4, fp4 or int8 (QLoRA)")(
+      "quant", po::value(&quant)->default_value(quant), "base weights: none (LoRA), bf16, nf4, fp4, int8 (QLoRA), or ggml's q4_0, q4_1, q8_0 (a GGUF's own blocks when it stored them so)")(
       "double-quant", po::bool_switch(&dq), "double-quantize the 4-bit absmax (QLoRA)")(
       "r", po::value(&lc.r)->default_value(8), "LoRA rank")("alpha", po::value(&lc.alpha)->default_value(16), "LoRA alpha")(
       "dropout", po::value(&lc.dropout)->default_value(0.05), "dropout on the adapter input")(
@@ -144,7 +144,8 @@ int main(int argc, char** argv) try {
   dc.seed = cli.seed;  // the train/validation split keeps its own seed: runs with other seeds share it
   dc.validate();
 
-  (void)experiments::model_scheme(quant, dq);  // refused before any work, with the known names
+  (void)experiments::model_scheme<experiments::model_and_ggml_schemes>(quant, dq);  // refused before any work, with the known names
+  tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path);
   const nn::model_file file = nn::load_model_file(model_path);
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
                 file.config.max_seq_len, " (", model_path, ")");
@@ -157,7 +158,7 @@ int main(int argc, char** argv) try {
   adapter_start start{adapter_dir, !vm["r"].defaulted(), !vm["alpha"].defaulted(), !vm["targets"].defaulted(),
                       !vm["dropout"].defaulted()};
   int rc = 0;
-  experiments::with_lora_model(file, quant, dq, [&](auto& m) {
+  experiments::with_lora_model<experiments::model_and_ggml_schemes>(file, quant, dq, [&](auto& m) {
     m.gradient_checkpointing = ckpt;
     lora::prepare_for_kbit_training(m);  // a quantized base trains with checkpointing, as PEFT prepares it
     rc = run(m, data, lc, targets, o, output_dir, resume, base_record, start);

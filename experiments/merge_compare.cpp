@@ -148,7 +148,7 @@ int main(int argc, char** argv) try {
   if (quick) records = 40, o.epochs = 1, max_new = 8;
   LORALAB_CHECK(records > 0 && max_new > 0, "--records and --max-new-tokens must be > 0");
   if (model_path.empty()) model_path = experiment::default_model_file("stories260K.bin", argv[0]);
-  if (tokenizer_path.empty()) tokenizer_path = experiment::default_model_file("tok512.model", argv[0]);
+  tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path, experiment::default_model_file("tok512.model", argv[0]));
   dc.file = data_path, dc.format = data::parse_data_format(format), dc.val = data::val_size::parse("31"), dc.seed = cli.seed;
   dc.validate();
   const fs::path out(out_dir);

@@ -26,40 +26,58 @@
 
 namespace loralab::experiments {
 
+/// The model schemes and ggml's q4_0 / q4_1 / q8_0, for programs that take a GGUF base as it is (each scheme costs
+/// a model's worth of compile time, so programs opt in: with_model<model_and_ggml_schemes>).
+using model_and_ggml_schemes = quant::scheme_list_cat_t<quant::model_schemes, quant::ggml_schemes>;
+
 /// The canonical scheme name (quant/scheme_registry.hpp) for --quant and --double-quant, refused with the list of
 /// model schemes when it is not one: "nf4" + --double-quant -> "nf4-b64-dq", "none" -> "float32", "int8" -> "int8-row".
-inline std::string model_scheme(const std::string& quant, bool double_quant) {
+template <class Schemes = quant::model_schemes>
+std::string model_scheme(const std::string& quant, bool double_quant) {
   const std::string name = quant::canonical_scheme_name(quant, double_quant);
-  if (!quant::model_schemes::contains(name))
-    fail("--quant: unknown scheme '", quant, "'", double_quant ? " with --double-quant" : "", "; known: ", quant::model_schemes::names(),
+  if (!Schemes::contains(name))
+    fail("--quant: unknown scheme '", quant, "'", double_quant ? " with --double-quant" : "", "; known: ", Schemes::names(),
          " (or none, bf16, nf4, fp4, int8 with --double-quant for nf4/fp4)");
   return name;
 }
 
 /// Calls fn(std::type_identity<W>{}) with the frozen weight type of the scheme --quant names (model_scheme): the one
 /// run-time switch over the compile-time weight types, through the scheme registry.
-template <class F>
+template <class Schemes = quant::model_schemes, class F>
 void with_weight_type(const std::string& quant, bool double_quant, F&& fn) {
-  quant::dispatch_scheme<quant::model_schemes>(model_scheme(quant, double_quant), [&]<class S>(std::type_identity<S>) {
+  quant::dispatch_scheme<Schemes>(model_scheme<Schemes>(quant, double_quant), [&]<class S>(std::type_identity<S>) {
     fn(std::type_identity<nn::weight_of_t<S>>{});
   });
 }
 
-/// Calls fn(model) with the base built as --quant asks (see with_weight_type).
-template <class F>
+/// The --tokenizer a program uses: the flag when given, else a GGUF --model's own tokenizer (empty `fallback`:
+/// an error naming both flags; otherwise `fallback`, a program's default such as models/tok512.model).
+inline std::string tokenizer_for(const std::string& tokenizer_path, const std::string& model_path, const std::string& fallback = "") {
+  if (!tokenizer_path.empty()) return tokenizer_path;
+  if (nn::is_gguf_file(model_path)) return model_path;
+  LORALAB_CHECK(!fallback.empty(), "--tokenizer is required unless --model is a GGUF file, which carries its own (", model_path, ")");
+  return fallback;
+}
+
+/// Calls fn(model) with the base built as --quant asks (see with_weight_type). Linears a GGUF file stored in the
+/// scheme asked for (--quant q4_1 over a Q4_1 file) are its own blocks, not requantized (nn::make_linear_from_file).
+template <class Schemes = quant::model_schemes, class F>
 void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
-  with_weight_type(quant, double_quant, [&]<class W>(std::type_identity<W>) {
-    auto m = nn::llama_model<nn::linear<W>>::from_file(
-        file, [](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W>(d, n, k); });
+  with_weight_type<Schemes>(quant, double_quant, [&]<class W>(std::type_identity<W>) {
+    auto m = nn::llama_model<nn::linear<W>>::from_file(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+      return nn::make_linear_from_file<W>(file, name, d, n, k);
+    });
     fn(m);
   });
 }
 
 /// Calls fn(model) with a LoRA-ready model (no adapter attached yet) whose base is built as --quant asks.
-template <class F>
+template <class Schemes = quant::model_schemes, class F>
 void with_lora_model(const nn::model_file& file, const std::string& quant, bool double_quant, F&& fn) {
-  with_weight_type(quant, double_quant, [&]<class W>(std::type_identity<W>) {
-    auto m = lora::make_lora_model<nn::linear<W>>(file, [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W>(d, n, k); });
+  with_weight_type<Schemes>(quant, double_quant, [&]<class W>(std::type_identity<W>) {
+    auto m = lora::make_lora_model<nn::linear<W>>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+      return nn::make_linear_from_file<W>(file, name, d, n, k);
+    });
     fn(m);
   });
 }
@@ -76,11 +94,11 @@ std::string describe_adapter(lora::lora_model<Base>& m, const std::filesystem::p
 /// As with_model, and when `adapter` is not empty, the PEFT LoRA adapter in that directory (written by loralab or
 /// by PEFT) is loaded over the base and applied unmerged, in eval mode (no dropout). Its description goes to
 /// stderr.
-template <class F>
+template <class Schemes = quant::model_schemes, class F>
 void with_model(const nn::model_file& file, const std::string& quant, bool double_quant, const std::filesystem::path& adapter,
                 F&& fn) {
-  if (adapter.empty()) return with_model(file, quant, double_quant, std::forward<F>(fn));
-  with_lora_model(file, quant, double_quant, [&](auto& m) {
+  if (adapter.empty()) return with_model<Schemes>(file, quant, double_quant, std::forward<F>(fn));
+  with_lora_model<Schemes>(file, quant, double_quant, [&](auto& m) {
     const auto cfg = lora::load_adapter(m, adapter);
     lora::set_adapter_mode(m, /*training=*/false, 0);
     lora::for_each_adapter(m, [](const std::string&, auto& a, auto&) { a.dA.resize(0, 0), a.dB.resize(0, 0); });  // inference only

@@ -27,14 +27,15 @@ int main(int argc, char** argv) try {
   int context = 0;
   experiment::command_line cli("perplexity: teacher-forced NLL of a text file");
   auto& desc = cli.desc;
-  desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin checkpoint or HF directory")(
-      "tokenizer", experiment::po::value(&tokenizer_path)->required(), "sentencepiece .model or llama2.c tokenizer.bin")(
+  desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin, HF or Meta directory, or GGUF file")(
+      "tokenizer", experiment::po::value(&tokenizer_path), "sentencepiece .model, llama2.c tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own)")(
       "text-file", experiment::po::value(&text_file)->required(), "UTF-8 text to score")(
       "context", experiment::po::value(&context)->default_value(0), "window length in tokens (0 = the model's context)")(
       "quant", experiment::po::value(&quant)->default_value(quant), "base weights: none (float32), bf16, nf4, fp4 or int8")(
       "double-quant", experiment::po::bool_switch(&dq), "double-quantize the 4-bit absmax")(
       "adapter", experiment::po::value(&adapter), "PEFT LoRA adapter directory, applied unmerged");
   if (auto code = cli.parse(argc, argv)) return *code;
+  tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path);
 
   const nn::model_file file = nn::load_model_file(model_path);
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);

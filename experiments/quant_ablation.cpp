@@ -146,6 +146,7 @@ int main(int argc, char** argv) try {
   LORALAB_CHECK(rows > 0 && cols > 0, "--rows and --cols must be positive, got ", rows, " x ", cols);
 
   LORALAB_CHECK(weights_path.empty() || model_path.empty(), "--weights and --model exclude each other");
+  if (tokenizer_path.empty() && !model_path.empty() && nn::is_gguf_file(model_path)) tokenizer_path = model_path;  // its own
   LORALAB_CHECK(model_path.empty() || (!tokenizer_path.empty() && !text_file.empty()),
                 "--model needs --tokenizer and --text-file (the perplexity is measured on that text)");
   nn::model_file model;

@@ -44,8 +44,8 @@ struct setup_options {
 
   /// Adds every flag to `cli`, the current values as defaults (--train-size only when the program has one training set).
   void add_to(command_line& cli, bool with_train_size = true) {
-    cli.flag("model", model, "llama2.c .bin, HF or Meta directory (default: models/stories260K.bin)")
-        .flag("tokenizer", tokenizer, "sentencepiece .model or tokenizer.bin (default: models/tok512.model)")
+    cli.flag("model", model, "llama2.c .bin, HF or Meta directory, GGUF file (default: models/stories260K.bin)")
+        .flag("tokenizer", tokenizer, "sentencepiece .model, tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own, else models/tok512.model)")
         .flag("data", data, "dataset file")
         .flag("format", format, "alpaca, dolly, quotes or text")
         .flag("val-size", val, "validation records shared by every run (a count or a fraction)")
@@ -155,7 +155,9 @@ inline inputs load_inputs(const setup_options& o, const char* argv0) {
   o.validate();
   inputs in;
   in.model_path = o.model.empty() ? default_model_file("stories260K.bin", argv0) : o.model;
-  in.tokenizer_path = o.tokenizer.empty() ? default_model_file("tok512.model", argv0) : o.tokenizer;
+  in.tokenizer_path = !o.tokenizer.empty()             ? o.tokenizer
+                      : nn::is_gguf_file(in.model_path) ? in.model_path  // a GGUF carries its own tokenizer
+                                                        : default_model_file("tok512.model", argv0);
   for (const auto& [flag, path] : {std::pair{"--model", in.model_path}, {"--tokenizer", in.tokenizer_path}, {"--data", o.data}})
     LORALAB_CHECK(std::filesystem::exists(path), path, ": no such file or directory (", flag, ")");
   in.dc.file = o.data;

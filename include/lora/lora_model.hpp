@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/core.h>
@@ -24,12 +25,16 @@ namespace loralab::lora {
 template <class Base, int Rank = dynamic_rank>
 using lora_model = nn::llama_model<lora_linear<Base, Rank>>;
 
-/// A LoRA-ready model whose base linears are made by make_base(data, N, K); no adapter is attached yet.
+/// A LoRA-ready model whose base linears are made by make_base(data, N, K), or make_base(name, data, N, K) when it
+/// takes the module's name (model.layers.0.self_attn.q_proj); no adapter is attached yet.
 template <class Base, int Rank = dynamic_rank, class MakeBase>
 lora_model<Base, Rank> make_lora_model(const nn::model_file& f, MakeBase&& make_base) {
-  return lora_model<Base, Rank>::from_file(f, [&](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) {
+  return lora_model<Base, Rank>::from_file(f, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
     lora_linear<Base, Rank> l;
-    static_cast<Base&>(l) = make_base(d, n, k);
+    if constexpr (std::is_invocable_v<MakeBase&, const std::string&, const float*, Eigen::Index, Eigen::Index>)
+      static_cast<Base&>(l) = make_base(name, d, n, k);  // the maker wants the module's name (nn::make_linear_from_file)
+    else
+      static_cast<Base&>(l) = make_base(d, n, k);
     return l;
   });
 }

@@ -606,3 +606,6 @@ inline std::unique_ptr<tokenizer> load_bpe_tokenizer_json(const std::filesystem:
 }
 
 }  // namespace loralab::nn
+
+// The GGUF tokenizer (load_gguf_tokenizer, declared in nn/tokenizer.hpp) builds on everything above.
+#include "nn/gguf_tokenizer.hpp"  // IWYU pragma: export

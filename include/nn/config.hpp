@@ -8,6 +8,7 @@
 // Linear layers compute y = x Wᵀ with W stored (out, in) = (N, K) row-major (K-major); quant blocks run along K.
 // Rotary embeddings use HF's rotate-half layout: dimension i of a head pairs with i + D/2. llama2.c / Meta
 // checkpoints pair adjacent dimensions; their wq/wk rows are permuted on load (permute_rotary_rows).
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <ostream>
@@ -65,6 +66,14 @@ struct tensor_f32 {
   std::vector<float> data;
 };
 
+/// A tensor kept in the block format its file stored it in (GGUF Q4_0 / Q4_1 / Q8_0): (rows, cols), rows row after
+/// row, each rows·cols/32 blocks long, wq/wk rows in the rotate-half layout like the floats.
+struct stored_blocks {
+  std::string type;  ///< the ggml scheme's name: "q4_0", "q4_1" or "q8_0"
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
 /// Tensors by HF name (model.embed_tokens.weight, model.layers.3.self_attn.q_proj.weight, …, lm_head.weight when
 /// untied), with wq/wk rows in the rotate-half layout. Every loader produces this, every writer consumes it.
 struct model_file {
@@ -72,7 +81,11 @@ struct model_file {
   std::map<std::string, tensor_f32> tensors;
   /// How the file stored the linear weights, now dequantized to float: "" (float), or a bitsandbytes 4-bit
   /// scheme: "nf4", "fp4", "+dq" when double-quantized, "-bB" for a block size B other than 64 ("nf4-b128+dq").
+  /// GGUF: "q4_0", "q4_1" or "q8_0" when every linear weight was stored in that ggml block format.
   std::string quantization;
+  /// Linear weights as the file's blocks, by HF name (nn/gguf_model.hpp: make_linear_from_file wraps them as a
+  /// frozen quantized base instead of requantizing the floats). Empty for other formats.
+  std::map<std::string, stored_blocks> stored;
 };
 
 /// The HF names and shapes a config implies, in a fixed order: the contract between files and the model.

@@ -471,8 +471,11 @@ class sentencepiece_tokenizer final : public tokenizer {
 
 /// A Hugging Face tokenizer.json as an nn::bpe_tokenizer; defined in nn/bpe_tokenizer.hpp (included at the end).
 std::unique_ptr<tokenizer> load_bpe_tokenizer_json(const std::filesystem::path& path);
+/// The byte-level BPE tokenizer a GGUF file carries; defined in nn/gguf_tokenizer.hpp (included at the end).
+std::unique_ptr<tokenizer> load_gguf_tokenizer(const std::filesystem::path& path);
 
-/// Opens `path` as a Hugging Face tokenizer.json (extension .json: byte-level BPE, nn/bpe_tokenizer.hpp), a
+/// Opens `path` as a GGUF model file (by its magic "GGUF": its tokenizer.ggml.* BPE, nn/gguf_tokenizer.hpp), a
+/// Hugging Face tokenizer.json (extension .json: byte-level BPE, nn/bpe_tokenizer.hpp), a
 /// SentencePiece model (extension .model) or a llama2.c tokenizer (extension .bin); any other
 /// extension is decided by content (a protobuf starts with field 1 / wire type 2, byte 0x0A, followed by a
 /// non-zero length; a tokenizer.bin starts with a small int32). `vocab_size` (from the model header) is needed
@@ -481,14 +484,16 @@ inline std::unique_ptr<tokenizer> load_tokenizer(const std::filesystem::path& pa
   const std::string ext = path.extension().string();
   if (ext == ".json") return load_bpe_tokenizer_json(path);
   bool sentencepiece = ext == ".model";
-  if (ext != ".model" && ext != ".bin") {
+  if (ext != ".model") {
     std::error_code ec;
     LORALAB_CHECK(std::filesystem::is_regular_file(path, ec), path.string(),
                   ": tokenizer file not found (or not a file)");
     std::ifstream in(path, std::ios::binary);
-    char head[2] = {0, 0};
-    in.read(head, 2);
-    LORALAB_CHECK(in.gcount() == 2, path.string(), ": tokenizer file is shorter than 2 bytes");
+    char head[4] = {0, 0, 0, 0};
+    in.read(head, 4);
+    LORALAB_CHECK(in.gcount() >= 2, path.string(), ": tokenizer file is shorter than 2 bytes");
+    if (in.gcount() == 4 && std::memcmp(head, "GGUF", 4) == 0) return load_gguf_tokenizer(path);
+    if (ext == ".bin") return std::make_unique<llama2c_tokenizer>(path, vocab_size);
     sentencepiece = head[0] == 0x0A && head[1] != 0;
   }
   if (sentencepiece) return std::make_unique<sentencepiece_tokenizer>(path);
@@ -506,4 +511,4 @@ inline void check_vocab_matches(const tokenizer& tok, int model_vocab, const std
 
 // The byte-level BPE tokenizer implements the interface above and defines load_bpe_tokenizer_json; it includes this
 // header first, so either header may be included alone.
-#include "nn/bpe_tokenizer.hpp"  // IWYU pragma: export
+#include "nn/bpe_tokenizer.hpp"  // IWYU pragma: export (it includes nn/gguf_tokenizer.hpp at its end)
