@@ -38,6 +38,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/mapped_file.hpp"
 
 namespace loralab::io {
 
@@ -268,27 +269,11 @@ class safetensors_file {
 };
 
 inline safetensors_file safetensors_file::open(const std::filesystem::path& path) {
-  const std::string p = path.string();
-  struct fd_guard {
-    int fd;
-    ~fd_guard() {
-      if (fd >= 0) ::close(fd);
-    }
-  } fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) fail(p, ": cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) fail(p, ": cannot stat: ", std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail(p, ": not a regular file");
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  // Checked before mmap, which refuses a zero-length mapping.
-  if (size < 8) fail(p, ": file is ", size, " bytes, too short for the 8-byte header length");
-
+  const file_mapping m = map_read_only(path, 8, "the 8-byte header length");
   safetensors_file f;
   f.path_ = path;
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
-  if (m == MAP_FAILED) fail(p, ": mmap of ", size, " bytes failed: ", std::strerror(errno));
-  f.map_ = static_cast<const std::byte*>(m);
-  f.map_size_ = size;
+  f.map_ = m.data;
+  f.map_size_ = m.size;
   f.parse();  // throws with f owning the mapping, so it is unmapped
   return f;
 }

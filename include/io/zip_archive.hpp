@@ -37,6 +37,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/mapped_file.hpp"
 
 namespace loralab::io {
 
@@ -175,26 +176,11 @@ class zip_reader {
 };
 
 inline zip_reader zip_reader::open(const std::filesystem::path& path) {
-  const std::string p = path.string();
-  struct fd_guard {
-    int fd;
-    ~fd_guard() {
-      if (fd >= 0) ::close(fd);
-    }
-  } fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) fail(p, ": cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) fail(p, ": cannot stat: ", std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail(p, ": not a regular file");
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < detail::zip::end_size)
-    fail(p, ": file is ", size, " bytes, too short for a zip archive (its end record alone is 22 bytes)");
+  const file_mapping m = map_read_only(path, detail::zip::end_size, "a zip archive (its end record alone is 22 bytes)");
   zip_reader z;
   z.path_ = path;
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
-  if (m == MAP_FAILED) fail(p, ": mmap of ", size, " bytes failed: ", std::strerror(errno));
-  z.map_ = static_cast<const std::byte*>(m);
-  z.map_size_ = size;
+  z.map_ = m.data;
+  z.map_size_ = m.size;
   z.parse();  // throws with z owning the mapping, so it is unmapped
   return z;
 }
