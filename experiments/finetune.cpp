@@ -18,7 +18,7 @@
 /// ChatML) is rendered with that template by default, as TRL's SFT with completion-only loss does (user = instruction
 /// [+ input], assistant = output, the loss on the assistant's part only; data/prompt_template.hpp):
 ///
-///   build/experiments/finetune --model smollm2 --data ../shared/data/alpaca_en_demo.json --output-dir results/smol \
+///   build/experiments/finetune --model smollm2 --data ../shared/data/alpaca_en_demo.json --output-dir results/smol
 ///       --quant q4_1 --max-steps 20 --seq-len 128     # --quant none: LoRA; nf4 --double-quant: QLoRA; q4_1: the file's blocks
 ///
 /// Runtime: ~20 s for 100 steps of stories260K on 2 cores; SmolLM2-135M ~5 s a step (batch 8, T 128).

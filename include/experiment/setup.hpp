@@ -151,13 +151,13 @@ inline std::string choose_template(data::dataset_config& dc, const std::string& 
     if (chat) {
       dc.chat = std::move(chat);
       dc.tmpl.reset();
-      return fmt::format("template: the model's chat template ({}{}), loss on the assistant's reply only{}", dc.chat->format,
+      return fmt::format("template: the model's chat template ({}{}), loss on the assistant's reply only{}", data::chat_format_name(dc.chat->format),
                          dc.chat->default_system.empty() ? "" : ", with its default system turn",
                          dc.train_on_prompt ? " (--train-on-prompt: the whole text)" : "");
     }
   }
   if (!tmpl.empty()) dc.tmpl = data::parse_prompt_template(tmpl);
-  return fmt::format("template: {}", dc.template_used());
+  return fmt::format("template: {}", std::string(data::to_string(dc.template_used())));
 }
 
 /// The model, tokenizer and data the flags name, checked against each other.
@@ -172,7 +172,7 @@ struct inputs {
   /// What every experiment's JSON records under "config".
   nlohmann::ordered_json config_json(const setup_options& o) const {
     return {{"model", model_path}, {"tokenizer", tokenizer_path}, {"data", o.data}, {"format", o.format},
-            {"template", dc.chat ? "chat(" + std::string(data::chat_format_name(dc.chat->format)) + ")" : std::string(to_string(dc.template_used()))},
+            {"template", dc.chat ? "chat(" + std::string(data::chat_format_name(dc.chat->format)) + ")" : std::string(data::to_string(dc.template_used()))},
             {"records", all.records},
             {"train_split", all.train.size()}, {"train_size", data.train.size()}, {"val_records", all.val.size()},
             {"epochs", o.epochs}, {"max_steps", o.max_steps}, {"batch_size", o.batch_size}, {"seq_len", o.seq_len},
