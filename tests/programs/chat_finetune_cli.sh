@@ -3,8 +3,10 @@
 # finetune over a GGUF model with a chat template (issue 11): alpaca records rendered with the model's ChatML template
 # (TRL's prompt-completion split, loss on the assistant's reply), for LoRA (float base), QLoRA nf4 + double quant and
 # QLoRA over the file's own Q4_1 blocks, 2 steps each. Always on a tiny GGUF that convert writes from the repository's
-# stories260K with SmolLM2's template (tests/data/chat_sft_golden.json); on SmolLM2-135M-Instruct itself (--model
-# smollm2) when it is in ${LORALAB_CACHE:-~/.cache/loralab}, else those checks are skipped with the reason. Also: the
+# stories260K with SmolLM2's template (tests/data/chat_sft_golden.json; float and nf4 + DQ only: its FFN width 172 is
+# not a whole number of ggml's 32-weight blocks, so it has no Q4_1 form); on SmolLM2-135M-Instruct itself (--model
+# smollm2, all three bases) when it is in ${LORALAB_CACHE:-~/.cache/loralab}, else those checks are skipped with the
+# reason. tok512 spells the ChatML markers and SmolLM2's system turn out in pieces, so the tiny runs use T 256. Also: the
 # alias's error without the file, --template chat refused for a model without a template, --template alpaca still wins.
 set -u
 build="$1"; shared="$3"
@@ -16,10 +18,8 @@ if [ ! -f "$alpaca" ]; then bad "$alpaca is missing"; finish; exit; fi
 python3 -c "import json; open('$tmp/smollm2.jinja','w').write(json.load(open('$R/tests/data/chat_sft_golden.json'))['template'])"
 "$conv" --in "$M/stories260K.bin" --out "$tmp/tiny.gguf" --chat-template "$tmp/smollm2.jinja" >"$tmp/conv.log" 2>&1
 expect "convert writes a tiny GGUF with a chat template" test $? -eq 0 -a -s "$tmp/tiny.gguf"
-"$conv" --in "$M/stories260K.bin" --out "$tmp/tiny_q41.gguf" --gguf-type q4_1 --chat-template "$tmp/smollm2.jinja" >"$tmp/conv.log" 2>&1
-expect "convert writes a tiny Q4_1 GGUF" test $? -eq 0 -a -s "$tmp/tiny_q41.gguf"
 "$conv" --in "$M/stories260K.bin" --out "$tmp/plain.gguf" >"$tmp/conv.log" 2>&1
-run=(--tokenizer "$M/tok512.model" --data "$alpaca" --max-steps 2 --batch-size 2 --seq-len 64 --val-size 4 --logging-steps 1)
+run=(--tokenizer "$M/tok512.model" --data "$alpaca" --max-steps 2 --batch-size 2 --seq-len 256 --val-size 4 --logging-steps 1)
 
 # name quant... : one tiny run; its log shows the model's template and the adapter is written.
 tiny() {
@@ -34,8 +34,6 @@ tiny() {
 }
 tiny lora "$tmp/tiny.gguf"
 tiny qlora_nf4 "$tmp/tiny.gguf" --quant nf4 --double-quant
-tiny qlora_q41 "$tmp/tiny_q41.gguf" --quant q4_1
-expect "tiny q4_1: the frozen base is the file's blocks (5 bits/weight)" contains "$tmp/qlora_q41.log" "= 5.000 bits/weight"
 
 "$ft" --model "$tmp/tiny.gguf" "${run[@]}" --output-dir "$tmp/alp" --template alpaca >"$tmp/alp.log" 2>&1
 expect "--template alpaca overrides the model's chat template" test $? -eq 0 -a -n "$(grep '^template: alpaca$' "$tmp/alp.log")"
