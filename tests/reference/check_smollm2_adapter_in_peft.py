@@ -9,13 +9,17 @@ unmerged), run by this script unless --logits names a file it already wrote. The
 Tolerance: max |PEFT - loralab| <= 1e-3 over all logits (float32 on both sides; the base alone agrees to ~3e-5,
 docs/gguf.md). The adapter must also move the logits by more than 100x that difference, or the check says nothing.
 
-    build/experiments/finetune --model smollm2 --data ../shared/data/alpaca_en_demo.json --output-dir /tmp/smol-ad \\
-        --quant q4_1 --max-steps 4 --batch-size 2 --seq-len 64 --lr 1e-2 --export-base none
+    build/experiments/finetune --model smollm2 --data ../shared/data/alpaca_en_demo.json --output-dir /tmp/smol-ad \
+        --quant q4_1 --max-steps 4 --batch-size 2 --seq-len 128 --lr 1e-2 --export-base none
     /work/venv/bin/python tests/reference/check_smollm2_adapter_in_peft.py --adapter /tmp/smol-ad --build build
 
-Measured (AMD EPYC 9R14 (Zen 4), 2 cores; transformers 5.24, peft 0.21; adapters of 4 steps, lr 1e-2, r 8,
-q_proj,v_proj, trained over each base, 28 prompt tokens): see RESULTS below and docs/gguf.md.
-RESULTS
+Measured (AMD EPYC family 25 model 17 (Zen 4), 2 cores; transformers 5.24, peft 0.21; adapters of 4 steps at lr 1e-2,
+batch 2, T 128, r 8, q_proj,v_proj, alpaca_en_demo with SmolLM2's chat template, trained over each base; a 21-token
+prompt; the check uses the float base on both sides):
+    trained over   max |PEFT - loralab|   adapter moves logits by   mean NLL PEFT / loralab
+    q4_1 (GGUF)    6.96e-05               10.6                      4.744882 / 4.744891
+    nf4-b64-dq     6.10e-05               10.2                      4.769534 / 4.769539
+    float32        6.87e-05               10.6                      4.744884 / 4.744890
 """
 import argparse
 import json
