@@ -13,6 +13,8 @@
 /// chat template.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,14 +29,18 @@
 using namespace loralab;
 
 int main(int argc, char** argv) try {
-  std::string in, out, gguf_type = "f32";
+  std::string in, out, gguf_type = "f32", chat_template_file;
   experiment::command_line cli("convert: model file -> HF directory or GGUF");
   auto& desc = cli.desc;
   desc.add_options()("in", experiment::po::value(&in)->required(), "llama2.c .bin checkpoint (v0, v1, v2), HF or Meta directory, or GGUF file")(
       "out", experiment::po::value(&out)->required(), "output directory (config.json + model.safetensors), or FILE.gguf")(
-      "gguf-type", experiment::po::value(&gguf_type)->default_value(gguf_type), ".gguf --out: f32, f16, bf16, q8_0, q4_0 or q4_1");
+      "gguf-type", experiment::po::value(&gguf_type)->default_value(gguf_type), ".gguf --out: f32, f16, bf16, q8_0, q4_0 or q4_1")(
+      "chat-template", experiment::po::value(&chat_template_file), ".gguf --out: write this Jinja file as tokenizer.chat_template "
+                                                                   "(replacing a GGUF --in's)");
   if (auto code = cli.parse(argc, argv)) return *code;
   const nn::model_file m = nn::load_model_file(in);
+  LORALAB_CHECK(chat_template_file.empty() || std::filesystem::path(out).extension() == ".gguf",
+                "--chat-template needs a .gguf --out (an HF directory keeps its template in tokenizer_config.json)");
   if (std::filesystem::path(out).extension() == ".gguf") {
     nn::gguf_write_options o;
     const std::vector<std::pair<std::string, io::ggml_type>> types = {{"f32", io::ggml_type::F32},   {"f16", io::ggml_type::F16},
@@ -49,6 +55,11 @@ int main(int argc, char** argv) try {
       if (g.find("tokenizer.ggml.tokens")) vocab = nn::read_gguf_vocab(g), o.vocab = &*vocab;
       o.chat_template = g.find_string("tokenizer.chat_template").value_or("");
       o.name = g.find_string("general.name").value_or("");
+    }
+    if (!chat_template_file.empty()) {
+      std::ifstream t(chat_template_file, std::ios::binary);
+      LORALAB_CHECK(t, chat_template_file, ": cannot open the chat template (--chat-template)");
+      o.chat_template.assign(std::istreambuf_iterator<char>(t), {});
     }
     nn::write_gguf_model(out, m, o);
   } else {

@@ -13,12 +13,16 @@
 ///
 ///   build/experiments/lora_vs_qlora        # stories260K + tok512 (models/), Debian's fortunes, N = 50…400
 ///   build/experiments/lora_vs_qlora --data ../shared/data/english_quotes.jsonl --format quotes --sizes 100,1000
+///   build/experiments/lora_vs_qlora --model smollm2 --scheme nf4-b64-dq,q4_1 …  # SmolLM2-135M from the cache; q4_1: the
+///                                                                             # GGUF's own blocks as a third row
 ///
 /// A run takes ceil(epochs · ceil(N / batch)) steps, as HF Trainer counts them. Runtime ~15 s on 2 cores.
 /// Output: the config, a Markdown table (2 rows per size) and one closing sentence on stdout;
 /// OUT/lora_vs_qlora.{csv,json,png}, OUT/report.md, OUT/N<size>/{lora,qlora}/ (each run's adapter and run.json) and,
 /// for a base that is not an HF directory, OUT/base_model (the base as one, named by every adapter_config.json),
 /// OUT = --output-dir (default results/lora_vs_qlora). The same --seed and --threads give the same losses.
+#include <fmt/format.h>
+
 #include "experiment/experiment.hpp"
 #include "model_cli.hpp"
 
@@ -50,9 +54,20 @@ int main(int argc, char** argv) {
     if (auto code = cli.parse(argc, argv)) return *code;
     o.finish(cli);
     const std::vector<std::size_t> sizes = parse_sizes(sizes_text);  // every flag checked before any work
-    ex::run_spec lora_spec = ex::base_spec(o), qlora_spec = lora_spec;
+    // --scheme may name several QLoRA bases (nf4-b64-dq,q4_1): one row each beside LoRA's, at every size.
+    const std::vector<std::string> schemes = ex::parse_list<std::string>(o.scheme, "--scheme");
+    LORALAB_CHECK(!schemes.empty(), "--scheme is empty: give at least one QLoRA base");
+    for (const auto& s : schemes) (void)experiments::model_scheme<experiments::model_and_ggml_schemes>(s, false);
+    o.scheme = schemes.front();
+    ex::run_spec lora_spec = ex::base_spec(o);
     lora_spec.scheme = "float32", lora_spec.label = "LoRA";
-    qlora_spec.label = "QLoRA";
+    std::vector<ex::run_spec> qlora_specs;
+    for (const auto& s : schemes) {
+      ex::run_spec q = ex::base_spec(o);
+      q.scheme = s, q.label = schemes.size() == 1 ? "QLoRA" : "QLoRA " + quant::canonical_scheme_name(s);
+      qlora_specs.push_back(q);
+    }
+    const std::size_t per = 1 + qlora_specs.size();  // rows per size: LoRA, then each QLoRA base
     o.train_size = 0;
     ex::inputs in = ex::load_inputs(o, argv[0]);
     std::vector<std::size_t> ns;
@@ -64,28 +79,37 @@ int main(int argc, char** argv) {
     std::sort(ns.begin(), ns.end());
     ns.erase(std::unique(ns.begin(), ns.end()), ns.end());
     const fs::path out(o.output_dir);
-    lora_spec.base_model = qlora_spec.base_model = experiments::base_model_record(in.file, in.model_path, "", out);
+    lora_spec.base_model = experiments::base_model_record(in.file, in.model_path, "", out);
+    for (auto& q : qlora_specs) q.base_model = lora_spec.base_model;
     std::cout << in.describe() << "\n" << lora_spec.lora << "\n";
     fmt::print("targets: {}; optimizer {} lr {} (linear decay), epochs {}, seed {}, threads {}, seeds {}\nbases: LoRA float32, "
                "QLoRA {}\n", o.targets, o.optim, o.lr, o.epochs, o.seed, omp_get_max_threads(), o.seeds,
-               quant::canonical_scheme_name(o.scheme));
+               fmt::join(schemes, ", "));
 
     // Size N trains on the first N records of the shuffled train split; LoRA and QLoRA see the same batches.
-    std::vector<ex::run_group> groups;  // (LoRA, QLoRA) per size
+    std::vector<ex::run_group> groups;  // (LoRA, QLoRA…) per size
     for (std::size_t n : ns) {
       data::prepared_dataset d = in.all;
       d.train = in.all.train.head(n);
-      lora_spec.output = out / fmt::format("N{}", n) / "lora", qlora_spec.output = out / fmt::format("N{}", n) / "qlora";
-      for (auto& g : ex::run_sweep(in.file, d, {lora_spec, qlora_spec}, o.seeds, ex::print_progress)) groups.push_back(std::move(g));
+      lora_spec.output = out / fmt::format("N{}", n) / "lora";
+      std::vector<ex::run_spec> specs = {lora_spec};
+      for (std::size_t k = 0; k < qlora_specs.size(); ++k) {  // the first base in N/qlora, others in N/qlora-SCHEME
+        qlora_specs[k].output = out / fmt::format("N{}", n) / (k == 0 ? "qlora" : "qlora-" + quant::canonical_scheme_name(schemes[k]));
+        specs.push_back(qlora_specs[k]);
+      }
+      for (auto& g : ex::run_sweep<experiments::model_and_ggml_schemes>(in.file, d, specs, o.seeds, ex::print_progress))
+        groups.push_back(std::move(g));
     }
-    const auto size_of = [&](const ex::run_group& g) { return ns[std::size_t(&g - groups.data()) / 2]; };  // groups come in pairs
+    const auto size_of = [&](const ex::run_group& g) { return ns[std::size_t(&g - groups.data()) / per]; };  // `per` groups a size
     const auto& r0 = groups.front().runs.front();
     fmt::print("trainable params: {} || all params: {} || trainable%: {:.4f}\n\n", lora::with_commas(r0.parameters.trainable),
                lora::with_commas(r0.parameters.all), r0.parameters.percent());
 
     const auto& loss = ex::metric_named("eval loss after");
     const auto& time = ex::metric_named("time s");
-    const auto partner = [&](const ex::run_group& g) -> const ex::run_group& { return groups[std::size_t(&g - groups.data()) & ~1u]; };
+    const auto partner = [&](const ex::run_group& g) -> const ex::run_group& {  // the LoRA row of g's size
+      return groups[std::size_t(&g - groups.data()) / per * per];
+    };
     ex::report rep(out, "lora_vs_qlora", "LoRA vs QLoRA at several training-set sizes: what does the 4-bit base cost in eval loss, "
                                          "and what does it save in memory and time?");
     rep.setup = in.describe();
@@ -99,7 +123,7 @@ int main(int argc, char** argv) {
                                          {"gap vs LoRA %", [&](const auto& g) {
                                             return fmt::format("{:+.2f}", 100 * (g.of(loss).mean / partner(g).of(loss).mean - 1));
                                           }}});
-    const ex::run_group &lo = groups[groups.size() - 2], &q = groups.back();
+    const ex::run_group &lo = groups[groups.size() - per], &q = groups[groups.size() - per + 1];  // LoRA and the first QLoRA base
     const auto mean = [](const ex::run_group& g, const char* m) { return g.of(ex::metric_named(m)).mean; };
     rep.conclusion = fmt::format(
         "At N={}, QLoRA's eval loss is {:.2f}% {} LoRA's ({:.4f} vs {:.4f}; before training {:.4f} vs {:.4f}); its frozen linears "
@@ -110,12 +134,12 @@ int main(int argc, char** argv) {
         mean(lo, "frozen linears MiB") / mean(q, "frozen linears MiB"), mean(q, "bits/weight"), mean(lo, "bits/weight"),
         mean(q, "planned MiB") / mean(lo, "planned MiB"), q.of(time).mean / lo.of(time).mean, ex::compare(q, lo, loss));
 
-    ex::figure fig{fmt::format("LoRA (float32 base) vs QLoRA ({} base), {} epochs", quant::canonical_scheme_name(o.scheme), o.epochs), {}};
+    ex::figure fig{fmt::format("LoRA (float32 base) vs QLoRA ({} base), {} epochs", fmt::join(schemes, ", "), o.epochs), {}};
     ex::figure::panel eval{"eval loss after training (dashed: before)", "training records", "eval loss", true, {}, {}};
     ex::figure::panel secs{"train time", "training records", "seconds", true, {}, {}};
-    for (std::size_t k = 0; k < 2; ++k) {
+    for (std::size_t k = 0; k < per; ++k) {
       ex::figure::series after{groups[k].name(), {}, {}, {}}, before{groups[k].name() + " before", {}, {}, {}}, t{groups[k].name(), {}, {}, {}};
-      for (std::size_t i = k; i < groups.size(); i += 2) {
+      for (std::size_t i = k; i < groups.size(); i += per) {
         const double x = double(size_of(groups[i]));
         after.x.push_back(x), after.y.push_back(groups[i].of(loss).mean);
         before.x.push_back(x), before.y.push_back(mean(groups[i], "eval loss before"));
@@ -127,7 +151,12 @@ int main(int argc, char** argv) {
     rep.figure = fig;
 
     rep.json["config"] = in.config_json(o);
-    rep.json["config"]["sizes"] = ns, rep.json["config"]["qlora_scheme"] = quant::canonical_scheme_name(o.scheme);
+    rep.json["config"]["sizes"] = ns, rep.json["config"]["qlora_scheme"] = quant::canonical_scheme_name(schemes.front());
+    if (schemes.size() > 1) {
+      std::vector<std::string> names;
+      for (const auto& s : schemes) names.push_back(quant::canonical_scheme_name(s));
+      rep.json["config"]["qlora_schemes"] = names;
+    }
     for (const auto& g : groups)
       for (const auto& r : g.runs) {
         nlohmann::ordered_json j = {{"size", size_of(g)}, {"method", g.name()}, {"base", r.scheme}};

@@ -189,30 +189,40 @@ inline std::size_t count_targets(std::span<const int> labels) {
 /// encoding makes the boundary exact, so the masked labels are exactly the prompt's. The price is SentencePiece's
 /// dummy prefix: the response starts with a space-prefixed piece ("▁Hello"), which the model learns to emit
 /// after the prompt (decode then shows a leading space).
-inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool train_on_prompt) {
+///
+/// `frame`: BOS before and EOS after the text (the prompt templates). A model's chat template writes its own special
+/// tokens, so its records are tokenized unframed, as transformers' apply_chat_template(tokenize=True) does; the first
+/// token is then the prompt's, never a target.
+inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool train_on_prompt, bool frame = true) {
   LORALAB_CHECK(tok.bos_id() >= 0 && tok.eos_id() >= 0, "the tokenizer must define BOS and EOS, got bos_id=",
                 tok.bos_id(), " eos_id=", tok.eos_id());
   const std::vector<int> prompt = tok.encode(r.prompt, false);
   const std::vector<int> response = tok.encode(r.response, false);
   example ex;
   ex.input_ids.reserve(prompt.size() + response.size() + 2);
-  ex.input_ids.push_back(tok.bos_id());
+  if (frame) ex.input_ids.push_back(tok.bos_id());
   ex.input_ids.insert(ex.input_ids.end(), prompt.begin(), prompt.end());
   ex.input_ids.insert(ex.input_ids.end(), response.begin(), response.end());
-  ex.input_ids.push_back(tok.eos_id());
+  if (frame) ex.input_ids.push_back(tok.eos_id());
+  LORALAB_CHECK(!ex.input_ids.empty(), "tokenize: the record renders to no tokens");
   ex.labels = ex.input_ids;
-  ex.labels[0] = ignore_index;  // BOS
+  ex.labels[0] = ignore_index;  // BOS, or the first prompt token: nothing predicts it
+  const std::size_t masked = (frame ? 1 : 0) + prompt.size();
   if (!train_on_prompt)
-    std::fill(ex.labels.begin() + 1, ex.labels.begin() + 1 + std::ptrdiff_t(prompt.size()), ignore_index);
+    std::fill(ex.labels.begin(), ex.labels.begin() + std::ptrdiff_t(std::min(masked, ex.labels.size())), ignore_index);
   return ex;
 }
 
-/// tokenize(tok, render(tmpl, r), train_on_prompt) for every record, in order.
+/// tokenize(tok, render(tmpl, r), train_on_prompt) for every record, in order; with `chat`, the model's chat
+/// template instead (render_chat_record, unframed).
 inline std::vector<example> tokenize_records(std::span<const record> records, const nn::tokenizer& tok,
-                                             prompt_template tmpl, bool train_on_prompt) {
+                                             prompt_template tmpl, bool train_on_prompt,
+                                             const std::optional<chat_template>& chat = std::nullopt) {
   std::vector<example> out;
   out.reserve(records.size());
-  for (const record& r : records) out.push_back(tokenize(tok, render(tmpl, r), train_on_prompt));
+  for (const record& r : records)
+    out.push_back(chat ? tokenize(tok, render_chat_record(*chat, r), train_on_prompt, /*frame=*/false)
+                       : tokenize(tok, render(tmpl, r), train_on_prompt));
   return out;
 }
 
@@ -418,6 +428,7 @@ struct dataset_config {
   data_format format = data_format::alpaca;
   text_split split = text_split::automatic;  ///< text format only
   std::optional<prompt_template> tmpl;       ///< default: default_template(format)
+  std::optional<chat_template> chat;         ///< a model's chat template: renders instruction records instead of tmpl
   bool train_on_prompt = false;              ///< false: prompt labels are -100 (plain has an empty prompt)
   int seq_len = 256;                         ///< T: tokens per row
   bool packing = false;
@@ -438,7 +449,10 @@ struct dataset_config {
   friend std::ostream& operator<<(std::ostream& os, const dataset_config& c) {
     os << "dataset_config{file=" << c.file.string() << " format=" << c.format;
     if (c.format == data_format::text) os << " text_split=" << c.split;
-    return os << " template=" << c.template_used() << " train_on_prompt=" << c.train_on_prompt
+    os << " template=";
+    if (c.chat) os << "chat(" << c.chat->format << ")";
+    else os << c.template_used();
+    return os << " train_on_prompt=" << c.train_on_prompt
               << " seq_len=" << c.seq_len << " packing=" << c.packing << " pad_to_seq_len=" << c.pad_to_seq_len
               << " batch_size=" << c.batch_size << " val_size=" << c.val << " seed=" << c.seed << " split_seed=" << c.split_seed << "}";
   }
@@ -460,9 +474,9 @@ inline prepared_dataset prepare_dataset(const dataset_config& c, const nn::token
   train_val<record> parts = split_train_val(std::move(records), c.val, c.split_seed);
   const prompt_template tmpl = c.template_used();
   const int pad_to = c.pad_to_seq_len ? c.seq_len : 0;
-  rows_result train = make_rows(tokenize_records(parts.train, tok, tmpl, c.train_on_prompt), c.seq_len, c.packing,
+  rows_result train = make_rows(tokenize_records(parts.train, tok, tmpl, c.train_on_prompt, c.chat), c.seq_len, c.packing,
                                 "train split of " + c.file.string());
-  rows_result val = make_rows(tokenize_records(parts.val, tok, tmpl, c.train_on_prompt), c.seq_len, c.packing,
+  rows_result val = make_rows(tokenize_records(parts.val, tok, tmpl, c.train_on_prompt, c.chat), c.seq_len, c.packing,
                               "validation split of " + c.file.string());
   out.train_stats = train.stats;
   out.val_stats = val.stats;

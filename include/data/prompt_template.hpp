@@ -21,6 +21,14 @@
 //           non-empty fields instruction, input, output joined by "\n\n" (everything is trained).
 //
 // A template is an enum parsed once at the CLI edge (parse_prompt_template); render() is a pure function.
+//
+// A model's own chat template (data/chat_template.hpp, detected from a GGUF's tokenizer.chat_template) renders an
+// instruction record as TRL's SFTTrainer does a prompt-completion conversation with completion-only loss:
+// messages = [user: instruction[ "\n\n" input]], [assistant: output]; prompt = the user turn rendered with
+// add_generation_prompt, response = the whole conversation rendered, minus that prompt (render_chat_record). For
+// SmolLM2: prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+// "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n", response = "{output}<|im_end|>\n". The template
+// writes its own special tokens, so the tokenized example gets no extra BOS/EOS (data/dataset.hpp, tokenize's `frame`).
 #include <array>
 #include <cstddef>
 #include <ostream>
@@ -29,6 +37,7 @@
 #include <utility>
 
 #include "core/check.hpp"
+#include "data/chat_template.hpp"
 
 namespace loralab::data {
 
@@ -147,6 +156,22 @@ inline rendered_record render(prompt_template t, const record& r) {
     }
   }
   fail("render: unknown prompt_template value ", static_cast<int>(t));
+}
+
+/// The prompt and response a model's chat template makes of instruction record `r` (see the header comment): TRL's
+/// prompt-completion split, the loss on the completion only. A text record (no instruction) is an error naming its
+/// line; so is a template whose full conversation does not start with its prompt.
+inline rendered_record render_chat_record(const chat_template& t, const record& r) {
+  LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line, ": the model's ", t.format,
+                " chat template needs an instruction, this record has none (use --template plain for text)");
+  const chat_message messages[] = {{"user", r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input},
+                                   {"assistant", r.output}};
+  std::string prompt = render_chat(t, std::span(messages, 1), /*add_generation_prompt=*/true);
+  std::string full = render_chat(t, messages, /*add_generation_prompt=*/false);
+  LORALAB_CHECK(full.starts_with(prompt), "record at line ", r.line, ": the ", t.format,
+                " chat template's conversation does not start with its generation prompt; cannot split prompt and completion");
+  full.erase(0, prompt.size());
+  return {std::move(prompt), std::move(full)};
 }
 
 }  // namespace loralab::data

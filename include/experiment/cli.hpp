@@ -18,10 +18,12 @@
 //     });
 //   }
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -37,6 +39,33 @@
 namespace loralab::experiment {
 
 namespace po = boost::program_options;
+
+/// Where fetched models live: $LORALAB_CACHE, else ~/.cache/loralab (scripts/get_model.sh writes there).
+inline std::filesystem::path model_cache_dir() {
+  if (const char* c = std::getenv("LORALAB_CACHE"); c && *c) return c;
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home && *home ? home : ".") / ".cache" / "loralab";
+}
+
+/// Model aliases, one table for every program's --model (command_line::parse applies it): a name that is not an
+/// existing path and matches a row becomes the cached file; a missing file is an error saying how to fetch it.
+struct model_alias {
+  std::string_view name, file;
+};
+inline constexpr model_alias model_aliases[] = {{"smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"}};
+
+inline std::string resolve_model_alias(const std::string& model) {
+  std::error_code ec;
+  if (model.empty() || std::filesystem::exists(model, ec)) return model;
+  for (const auto& a : model_aliases) {
+    if (a.name != model) continue;
+    const std::filesystem::path path = model_cache_dir() / a.file;
+    LORALAB_CHECK(std::filesystem::is_regular_file(path, ec), "--model ", model, ": ", path.string(),
+                  " is not there; fetch it with scripts/get_model.sh ", model, " (the cache is $LORALAB_CACHE, default ~/.cache/loralab)");
+    return path.string();
+  }
+  return model;
+}
 
 class command_line {
  public:
@@ -71,6 +100,8 @@ class command_line {
     program_ = argc > 0 ? argv[0] : "program";
     try {
       po::store(po::parse_command_line(argc, argv, desc), vm);
+      if (vm.count("model"))  // --model smollm2 and the other aliases (resolve_model_alias), before notify binds the value
+        if (auto* m = boost::any_cast<std::string>(&vm.at("model").value())) *m = resolve_model_alias(*m);
       if (vm.count("help")) {
         std::cout << desc << "\n";
         return 0;

@@ -33,6 +33,7 @@
 #include "lora/lora_model.hpp"
 #include "lora/targets.hpp"
 #include "nn/config.hpp"
+#include "nn/gguf_model.hpp"
 #include "nn/weight_of.hpp"
 #include "quant/scheme_registry.hpp"
 #include "train/console_log.hpp"
@@ -160,7 +161,8 @@ run_result train_model(Model& m, const data::prepared_dataset& data, const run_s
   return r;
 }
 
-/// Builds the base of `file` with spec.scheme (one of Schemes: an unknown name is an error listing them), attaches
+/// Builds the base of `file` with spec.scheme (one of Schemes: an unknown name is an error listing them; a ggml scheme
+/// over a GGUF that stored its linears so takes the file's blocks as they are, nn::make_linear_from_file), attaches
 /// adapters, evaluates on data.val, trains on data.train, evaluates again. Rank fixes the adapters' rank at compile
 /// time (lora::lora_linear<Base, Rank>); spec.lora.r must then equal it, or the run is refused before it starts.
 template <class Schemes = quant::model_schemes, int Rank = lora::dynamic_rank>
@@ -170,8 +172,8 @@ run_result train_one(const nn::model_file& file, const data::prepared_dataset& d
   run_result r;
   quant::dispatch_scheme<Schemes>(quant::canonical_scheme_name(spec.scheme), [&]<class S>(std::type_identity<S>) {
     using W = nn::weight_of_t<S>;
-    auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [](const float* d, Eigen::Index n, Eigen::Index k) {
-      return nn::make_linear<W>(d, n, k);
+    auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+      return nn::make_linear_from_file<W>(file, name, d, n, k);  // a GGUF's own blocks when it stored them in S (q4_1)
     });
     r = train_model(m, data, spec);
   });

@@ -29,6 +29,7 @@ struct setup_options {
   // inputs
   std::string model, tokenizer;  ///< empty: models/stories260K.bin, models/tok512.model
   std::string data = "/usr/share/games/fortunes/fortunes", format = "text", val = "31";
+  std::string tmpl;  ///< --template: "" = the model's chat template for instruction data when it has one, else the format's
   std::size_t train_size = 200;  ///< records of the train split each run trains on (0: all)
   int batch_size = 8, seq_len = 128;
   // one run
@@ -48,6 +49,8 @@ struct setup_options {
         .flag("tokenizer", tokenizer, "sentencepiece .model, tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own, else models/tok512.model)")
         .flag("data", data, "dataset file")
         .flag("format", format, "alpaca, dolly, quotes or text")
+        .flag("template", tmpl, "alpaca, dolly, chatml, plain or chat (the model's chat template); default: chat for "
+                                "alpaca/dolly data when the model (a GGUF) has one, else the format's")
         .flag("val-size", val, "validation records shared by every run (a count or a fraction)")
         .flag("batch-size", batch_size, "rows per step")
         .flag("seq-len", seq_len, "tokens per row (truncation)")
@@ -91,6 +94,7 @@ struct setup_options {
     LORALAB_CHECK(epochs > 0 || max_steps > 0, "--epochs must be > 0, got ", epochs);
     LORALAB_CHECK(max_steps >= 0, "--max-steps must be >= 0, got ", max_steps);
     (void)data::parse_data_format(format);
+    if (!tmpl.empty() && tmpl != "chat") (void)data::parse_prompt_template(tmpl);
     const data::val_size v = data::val_size::parse(val);
     LORALAB_CHECK(v.count > 0 || v.fraction > 0, "--val-size must be > 0: every run is judged on the validation loss");
   }
@@ -122,6 +126,40 @@ std::vector<run_spec> specs_over(const std::string& list, const char* flag, F&& 
   return specs;
 }
 
+/// The model's chat template: tokenizer.chat_template of the GGUF tokenizer file, else of the GGUF model file
+/// (recognised by data::detect_chat_template with the tokenizer's BOS/EOS pieces); nullopt when neither has one.
+inline std::optional<data::chat_template> model_chat_template(const std::string& tokenizer_path, const std::string& model_path,
+                                                              const nn::tokenizer& tok) {
+  std::optional<std::string> jinja;
+  for (const auto& p : {tokenizer_path, model_path})
+    if (!jinja && nn::is_gguf_file(p)) jinja = nn::read_gguf_chat_template(p);
+  if (!jinja || jinja->empty()) return std::nullopt;
+  const auto piece = [&](int id) { return id >= 0 ? tok.piece(id) : std::string(); };
+  return data::detect_chat_template(*jinja, piece(tok.bos_id()), piece(tok.eos_id()));
+}
+
+/// Applies --template to `dc` once the tokenizer is known: "chat" renders instruction records with the model's chat
+/// template (an error when it has none); "" does so for alpaca/dolly data when the model has one, else leaves the
+/// format's template; any other name is that prompt template. Returns a line saying what was chosen.
+inline std::string choose_template(data::dataset_config& dc, const std::string& tmpl, const std::string& tokenizer_path,
+                                   const std::string& model_path, const nn::tokenizer& tok) {
+  const bool instructions = dc.format == data::data_format::alpaca || dc.format == data::data_format::dolly;
+  if (tmpl == "chat" || (tmpl.empty() && instructions)) {
+    auto chat = model_chat_template(tokenizer_path, model_path, tok);
+    LORALAB_CHECK(chat || tmpl.empty(), "--template chat: neither ", tokenizer_path, " nor ", model_path,
+                  " has a chat template (tokenizer.chat_template of a GGUF file); choose alpaca, dolly, chatml or plain");
+    if (chat) {
+      dc.chat = std::move(chat);
+      dc.tmpl.reset();
+      return fmt::format("template: the model's chat template ({}{}), loss on the assistant's reply only{}", data::chat_format_name(dc.chat->format),
+                         dc.chat->default_system.empty() ? "" : ", with its default system turn",
+                         dc.train_on_prompt ? " (--train-on-prompt: the whole text)" : "");
+    }
+  }
+  if (!tmpl.empty()) dc.tmpl = data::parse_prompt_template(tmpl);
+  return fmt::format("template: {}", std::string(data::to_string(dc.template_used())));
+}
+
 /// The model, tokenizer and data the flags name, checked against each other.
 struct inputs {
   std::string model_path, tokenizer_path;
@@ -133,7 +171,9 @@ struct inputs {
 
   /// What every experiment's JSON records under "config".
   nlohmann::ordered_json config_json(const setup_options& o) const {
-    return {{"model", model_path}, {"tokenizer", tokenizer_path}, {"data", o.data}, {"format", o.format}, {"records", all.records},
+    return {{"model", model_path}, {"tokenizer", tokenizer_path}, {"data", o.data}, {"format", o.format},
+            {"template", dc.chat ? "chat(" + std::string(data::chat_format_name(dc.chat->format)) + ")" : std::string(data::to_string(dc.template_used()))},
+            {"records", all.records},
             {"train_split", all.train.size()}, {"train_size", data.train.size()}, {"val_records", all.val.size()},
             {"epochs", o.epochs}, {"max_steps", o.max_steps}, {"batch_size", o.batch_size}, {"seq_len", o.seq_len},
             {"scheme", quant::canonical_scheme_name(o.scheme)}, {"r", o.r}, {"alpha", o.alpha}, {"dropout", o.dropout},
@@ -171,6 +211,7 @@ inline inputs load_inputs(const setup_options& o, const char* argv0) {
                 in.file.config.max_seq_len, " (", in.model_path, ")");
   in.tok = nn::load_tokenizer(in.tokenizer_path, in.file.config.vocab_size);
   nn::check_vocab_matches(*in.tok, in.file.config.vocab_size, in.tokenizer_path, in.model_path);
+  (void)choose_template(in.dc, o.tmpl, in.tokenizer_path, in.model_path, *in.tok);
   in.all = data::prepare_dataset(in.dc, *in.tok);
   LORALAB_CHECK(o.train_size <= in.all.train.size(), "--train-size ", o.train_size, " is larger than the train split: ",
                 in.all.train.size(), " of ", in.all.records, " records of ", o.data, " (the rest are the --val-size ", in.dc.val,
