@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.hpp"
+#include "expect_error.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -46,22 +47,7 @@ json expected() {
   return json::parse(f);
 }
 
-/// Runs `f`, which must throw loralab::error whose message contains every needle.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    BOOST_ERROR("no loralab::error thrown; wanted one containing \"" << needles.front() << "\"");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) {
-      BOOST_TEST_INFO("what(): " << what);
-      BOOST_TEST(what.find(n) != std::string::npos, "missing \"" << n << "\"");
-    }
-  } catch (const std::exception& e) {
-    BOOST_ERROR("wrong exception type, what(): " << e.what());
-  }
-}
+using loralab::testing::expect_error;
 
 // ---- GGUF pieces, to build hostile files by hand ------------------------------------------------------------------
 std::string u32(std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }

@@ -23,6 +23,7 @@
 #include "io/safetensors.hpp"
 #include "io/torch_pth.hpp"
 #include "io/zip_archive.hpp"
+#include "expect_error.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -46,22 +47,7 @@ void write_raw(const fs::path& p, const std::string& bytes) {
 std::span<const std::byte> as_span(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
 std::string as_string(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-/// Runs `f`, which must throw loralab::error whose message contains every needle.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    BOOST_ERROR("no loralab::error thrown; wanted one containing \"" << needles.front() << "\"");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) {
-      BOOST_TEST_INFO("what(): " << what);
-      BOOST_TEST(what.find(n) != std::string::npos, "missing \"" << n << "\"");
-    }
-  } catch (const std::exception& e) {
-    BOOST_ERROR("wrong exception type, what(): " << e.what());
-  }
-}
+using loralab::testing::expect_error;
 
 // ---- pickle pieces, to build hostile data.pkl by hand ------------------------------------------------------------
 std::string le32(std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }

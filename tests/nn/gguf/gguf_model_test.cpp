@@ -25,6 +25,7 @@
 #include "nn/model_io.hpp"
 #include "nn/random_model.hpp"
 #include "nn/tokenizer.hpp"
+#include "expect_error.hpp"
 #include "test_support.hpp"
 
 using namespace loralab;
@@ -35,19 +36,7 @@ using io::ggml_type;
 
 namespace {
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    BOOST_ERROR("no loralab::error thrown; wanted one containing \"" << needles.front() << "\"");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) {
-      BOOST_TEST_INFO("what(): " << what);
-      BOOST_TEST(what.find(n) != std::string::npos, "missing \"" << n << "\"");
-    }
-  }
-}
+using loralab::testing::expect_error;
 
 llama_config small_config(bool tied) {
   llama_config c;
