@@ -422,7 +422,7 @@ BOOST_AUTO_TEST_CASE(smollm2_perplexity_matches_transformers, *boost::unit_test:
   BOOST_TEST_MESSAGE("smollm2 perplexity: " << golden_ids.size() << " tokens, windows of " << context << ": mean NLL " << r.mean_nll
                                             << ", transformers " << want << ", |difference| " << std::abs(r.mean_nll - want));
   // Both sides float32 logits (|logit| <~ 30) with a float64 log-softmax; per-token NLL differences are logit
-  // differences (measured <= 3e-5 above), and they average: the 1e-4 holds with room.
+  // differences (measured <= 3e-5 above), and they average: the 1e-4 holds with room. Measured: 1.1e-8.
   BOOST_TEST(std::abs(r.mean_nll - want) < 1e-4);
 }
 
@@ -456,6 +456,7 @@ BOOST_AUTO_TEST_CASE(smollm2_chat_greedy_matches_transformers, *boost::unit_test
     Eigen::Index best = 0;
     logits->maxCoeff(&best);
     BOOST_TEST(int(best) == top[0], "step " << step << ": argmax " << best << ", transformers " << top[0] << " (margin " << margin << ")");
+    // as the last-position logits above; measured 3.6e-5 over the 32 steps, against a step-0 margin of 0.082 nats
     BOOST_TEST(w < 1e-4f, "step " << step << ": top-5 max |logit - transformers| " << w);
     const int next = st["id"].get<int>();
     logits = &dec.feed(std::span<const int>(&next, 1));
@@ -463,7 +464,7 @@ BOOST_AUTO_TEST_CASE(smollm2_chat_greedy_matches_transformers, *boost::unit_test
   }
   BOOST_TEST_MESSAGE("smollm2 chat: " << step << " greedy steps, top-5 max |logit - transformers| " << worst << "; smallest top-2 margin "
                                       << smallest_margin << " nats at step " << tight_step);
-  // and generate() itself (what the program runs), dense and over the file's Q4_1 blocks
+  // and generate() itself (what the program runs)
   generation_options o;
   o.max_new_tokens = int(g["greedy"].size());
   o.stop_ids = {};
