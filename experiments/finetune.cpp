@@ -10,6 +10,8 @@
 /// lines and a closing summary. Writes OUTPUT/adapter_config.json + adapter_model.safetensors (PEFT's layout),
 /// OUTPUT/checkpoint-N/, OUTPUT/metrics.jsonl and OUTPUT/run.json. --resume continues from the newest checkpoint.
 /// --adapter DIR starts a new run from a PEFT adapter's values (its rank, alpha and targets; optimizer fresh).
+/// --adapter-gguf FILE also writes the finished adapter as a llama.cpp GGUF LoRA (lora/gguf_adapter.hpp), for
+/// `llama-cli -m BASE.gguf --lora FILE` over the base in llama.cpp's own layout.
 ///
 /// adapter_config.json's base_model_name_or_path names an HF directory, so that PEFT's
 /// AutoPeftModelForCausalLM.from_pretrained(OUTPUT) finds the base: --model itself when it is one, else the
@@ -49,7 +51,7 @@ struct adapter_start {
 template <class Base>
 int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_config lc, lora::target_spec targets,
         const train::train_options& o, const std::filesystem::path& output_dir, bool resume, const std::string& model_path,
-        const adapter_start& start) {
+        const adapter_start& start, const std::filesystem::path& adapter_gguf) {
   int adapted = 0;
   if (start.dir.empty()) {
     adapted = lora::attach_adapters(m, lc, targets, o.seed);
@@ -78,6 +80,10 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";
   const auto rec = t.run();
   if (std::isfinite(rec.final_eval_loss)) fmt::print("final eval_loss {:.4f}\n", rec.final_eval_loss);
+  if (!rec.interrupted && !adapter_gguf.empty()) {
+    lora::save_gguf_adapter(m, adapter_gguf);
+    fmt::print("GGUF LoRA adapter (llama.cpp --lora) in {}\n", adapter_gguf.string());
+  }
   fmt::print("peak RSS {:.1f} MiB, {:.0f} tokens/s; {} in {}\n", double(rec.peak_rss_bytes) / (1 << 20),
              rec.tokens_per_second, rec.interrupted ? "checkpoint" : "adapter", output_dir.string());
   return rec.interrupted ? 130 : 0;  // as a shell reports a SIGINT: scripts can tell a stopped run from a finished one
@@ -87,7 +93,7 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
 int main(int argc, char** argv) try {
   namespace po = experiment::po;
   std::string model_path, tokenizer_path, format = "alpaca", tmpl, quant = "none", targets_text = "q_proj,v_proj", optim = "adamw",
-              scheduler = "linear", val = "0", init = "kaiming_uniform", adapter_dir, export_base;
+              scheduler = "linear", val = "0", init = "kaiming_uniform", adapter_dir, export_base, adapter_gguf;
   bool dq = false, train_on_prompt = false, packing = false;
   lora::lora_config lc;
   train::train_options o;
@@ -131,6 +137,7 @@ int main(int argc, char** argv) try {
       "save-steps", po::value(&o.save_steps)->default_value(0), "checkpoint every N steps (0: none)")(
       "logging-steps", po::value(&o.logging_steps)->default_value(10), "log every N steps")(
       "resume", po::bool_switch(&resume), "continue from the newest OUTPUT/checkpoint-N")(
+      "adapter-gguf", po::value(&adapter_gguf), "also write the finished adapter as a llama.cpp GGUF LoRA file (F32)")(
       "adapter", po::value(&adapter_dir), "start from this PEFT LoRA adapter's values (a new run; see --resume for continuing one)")(
       "export-base", po::value(&export_base), "write the base as an HF directory here and record it in adapter_config.json "
                                               "(default for a non-HF --model: OUTPUT/base_model; 'none': record --model as given)");
@@ -171,7 +178,7 @@ int main(int argc, char** argv) try {
   experiments::with_lora_model<experiments::model_and_ggml_schemes>(file, quant, dq, [&](auto& m) {
     m.gradient_checkpointing = ckpt;
     lora::prepare_for_kbit_training(m);  // a quantized base trains with checkpointing, as PEFT prepares it
-    rc = run(m, data, lc, targets, o, output_dir, resume, base_record, start);
+    rc = run(m, data, lc, targets, o, output_dir, resume, base_record, start, adapter_gguf);
   });
   return rc;
 } catch (const std::exception& e) {

@@ -175,6 +175,10 @@ inline llama_config read_gguf_config(const io::gguf_file& f) {
   c.rms_norm_eps = float(f.get_float(key("attention.layer_norm_rms_epsilon")));
   if (f.find("tokenizer.ggml.tokens")) {
     c.vocab_size = int(f.get_string_array("tokenizer.ggml.tokens").size());
+    for (const char* t : {"token_embd.weight", "output.weight"})  // before any tensor is read
+      if (const auto* e = f.find_tensor(t); e && e->dims.size() == 2)
+        LORALAB_CHECK(e->dims[1] == c.vocab_size, p, ": key 'tokenizer.ggml.tokens' lists ", c.vocab_size, " tokens but tensor '", t,
+                      "' has ", e->dims[1], " rows (dims ", io::detail::dims_string(e->dims), "): the vocabulary and the embedding disagree");
   } else {
     const auto* e = f.find_tensor("token_embd.weight");
     LORALAB_CHECK(e && e->dims.size() == 2, p, ": no tokenizer.ggml.tokens and no 2-d tensor 'token_embd.weight' to take the vocab size from");

@@ -10,6 +10,7 @@
 #include "nn/llama.hpp"
 #include "nn/memory_report.hpp"
 #include "nn/model_io.hpp"
+#include "nn/perplexity.hpp"
 #include "nn/random_model.hpp"
 #include "nn/rms_norm.hpp"
 #include "nn/rotary.hpp"

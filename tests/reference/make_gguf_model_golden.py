@@ -10,9 +10,16 @@
    exists: transformers loads that GGUF (AutoModelForCausalLM.from_pretrained(dir, gguf_file=name): every tensor
    dequantized to float32, q/k rows permuted back); for each prompt: its token ids (transformers' tokenizer from the
    same GGUF), the top-k logits of the last position, and 10 greedy tokens.
+3. tests/data/gguf_model_smollm2_agreement.json, same model (issue 11: perplexity and generate agree with
+   transformers): (a) teacher-forced NLL of the first N_PPL tokens of ../shared/data/tinystories_validation_100.txt
+   (BOS + transformers' ids of the whole file, add_special_tokens=False, cut to N_PPL) in windows of PPL_CONTEXT
+   positions overlapping by one token, as experiments/perplexity --context scores them (nn/perplexity.hpp): ids,
+   per-window token counts, mean NLL (float64 log-softmax of float32 logits); (b) a chat prompt rendered with the
+   GGUF's chat template (add_generation_prompt), 32 greedy steps with a KV cache and no stop token: the ids and,
+   at every step, the top-5 logits and the top-2 margin (nats).
 
 Run from the repository root by hand (torch, transformers, gguf, numpy):
-    /work/venv/bin/python tests/reference/make_gguf_model_golden.py
+    /work/venv/bin/python tests/reference/make_gguf_model_golden.py [--agreement-only]
 """
 import json, os
 import numpy as np
@@ -30,7 +37,8 @@ def permute(w, n_head, n_head_kv):  # llama.cpp convert_hf_to_gguf.py, LlamaMode
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tiny():
+def tiny_model():
+    """The tiny golden llama (seeded): what tests/data/gguf_model_golden.gguf holds, as an HF model."""
     torch.manual_seed(20241101)
     cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -44,6 +52,11 @@ def tiny():
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             else:
                 p.copy_(0.2 * torch.randn_like(p))
+    return model, cfg
+
+
+def tiny():
+    model, cfg = tiny_model()
     path = os.path.join(data, "gguf_model_golden.gguf")
     w = gguf.GGUFWriter(path, arch="llama")
     w.add_name("tiny-llama-golden")
@@ -117,6 +130,66 @@ def smollm2():
               open(os.path.join(data, "gguf_model_smollm2.json"), "w"), indent=1)
 
 
+N_PPL, PPL_CONTEXT = 384, 128
+CHAT = "What is the capital of France?"
+
+
+def smollm2_agreement():
+    cache = os.environ.get("LORALAB_CACHE", os.path.expanduser("~/.cache/loralab"))
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not os.path.exists(os.path.join(cache, name)):
+        print("skipped SmolLM2 agreement:", os.path.join(cache, name), "is absent (scripts/get_model.sh smollm2)")
+        return
+    tok = transformers.AutoTokenizer.from_pretrained(cache, gguf_file=name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(cache, gguf_file=name, dtype=torch.float32).eval()
+    text = open(os.path.join(here, "..", "..", "..", "shared", "data", "tinystories_validation_100.txt"),
+                encoding="utf-8").read()
+    all_ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    ids = all_ids[:N_PPL]
+    total, count, windows = 0.0, 0, []
+    with torch.no_grad():
+        start = 0
+        while start + 1 < len(ids):  # nn::teacher_forced_nll's windows
+            end = min(len(ids), start + PPL_CONTEXT)
+            logits = model(torch.tensor([ids[start:end]])).logits[0].double()
+            lp = torch.log_softmax(logits[:-1], dim=-1)
+            nll = -lp[torch.arange(end - start - 1), torch.tensor(ids[start + 1:end])]
+            total += float(nll.sum())
+            count += end - start - 1
+            windows.append(end - start)
+            start += PPL_CONTEXT - 1
+    ppl = {"text_file": "tinystories_validation_100.txt", "file_tokens": len(all_ids), "n_tokens": len(ids),
+           "context": PPL_CONTEXT, "ids": ids, "window_lengths": windows, "predicted": count,
+           "mean_nll": total / count}
+    print("perplexity: file has", len(all_ids), "tokens with BOS; first", len(ids), "scored:", count, "predicted, mean NLL",
+          total / count)
+
+    chat = tok.apply_chat_template([{"role": "user", "content": CHAT}], tokenize=False, add_generation_prompt=True)
+    pids = tok(chat, add_special_tokens=False)["input_ids"]
+    steps = []
+    with torch.no_grad():
+        out = model(torch.tensor([pids]), use_cache=True)
+        for _ in range(32):
+            l = out.logits[0, -1].float()
+            top = torch.topk(l, 5)
+            nxt = int(top.indices[0])
+            steps.append({"id": nxt, "top_ids": top.indices.tolist(), "top_logits": [float(x) for x in top.values],
+                          "margin": float(top.values[0] - top.values[1])})
+            out = model(torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True)
+    greedy = [s["id"] for s in steps]
+    margins = [s["margin"] for s in steps]
+    print("chat:", repr(CHAT), "->", repr(tok.decode(greedy)))
+    print("margins: first %.4f, min %.4f at step %d" % (margins[0], min(margins), margins.index(min(margins))))
+    gen = {"message": CHAT, "rendered": chat, "prompt_ids": pids, "greedy": greedy, "steps": steps,
+           "greedy_text": tok.decode(greedy)}
+    json.dump({"model": name, "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+               "perplexity": ppl, "chat": gen},
+              open(os.path.join(data, "gguf_model_smollm2_agreement.json"), "w"), indent=None)
+
+
 if __name__ == "__main__":
-    tiny()
-    smollm2()
+    import sys
+    if "--agreement-only" not in sys.argv:
+        tiny()
+        smollm2()
+    smollm2_agreement()

@@ -7,7 +7,9 @@
 //     transformers' logits;
 //   * refusals that name the file and the tensor or key;
 //   * SmolLM2-135M-Instruct Q4_1 when it is in the cache (skipped with the reason otherwise): config, tokenizer
-//     against tests/data/bpe_golden.json, last-position logits and greedy ids against transformers.
+//     against tests/data/bpe_golden.json, last-position logits and greedy ids against transformers; issue 11's
+//     agreement (tests/data/gguf_model_smollm2_agreement.json): teacher_forced_nll (what experiments/perplexity
+//     prints) and 32 greedy chat steps, logits at every step (what experiments/generate --chat does).
 #define BOOST_TEST_MODULE gguf_model
 #include <boost/test/unit_test.hpp>
 
@@ -15,14 +17,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "data/chat_template.hpp"
 #include "nn/generate.hpp"
 #include "nn/gguf_model.hpp"
 #include "nn/model_io.hpp"
+#include "nn/perplexity.hpp"
 #include "nn/random_model.hpp"
 #include "nn/tokenizer.hpp"
 #include "expect_error.hpp"
@@ -277,6 +282,8 @@ BOOST_AUTO_TEST_CASE(bad_files_are_refused_with_file_and_tensor_or_key) {
     w.set("tokenizer.ggml.tokens", io::gguf_value::array(std::vector<std::string>{"a", "b"}));
   });
   expect_error([&] { load_tokenizer(tok, 0); }, {tok.string(), "tokenizer.ggml.pre", "llama-bpe"});
+  // a vocabulary whose size disagrees with the embedding (80 rows): refused naming both, before any tensor is read
+  expect_error([&] { read_gguf_model(tok); }, {tok.string(), "'tokenizer.ggml.tokens' lists 2 tokens", "'token_embd.weight' has 80 rows"});
   const fs::path spm = base.variant(tmp.path / "spm.gguf", [](io::gguf_writer& w, auto&) { w.set("tokenizer.ggml.model", "llama"); });
   expect_error([&] { load_tokenizer(spm, 0); }, {spm.string(), "tokenizer.ggml.model", "llama"});
 }
@@ -368,4 +375,87 @@ BOOST_AUTO_TEST_CASE(smollm2_logits_and_greedy_match_transformers, *boost::unit_
       BOOST_TEST(generate(q41, in, o) == cs["greedy"].get<std::vector<int>>());
     }
   }
+}
+
+// ---- issue 11: perplexity and generate agree with transformers loading the same GGUF ----------------------------
+
+namespace {
+const json& agreement() {
+  static const json j = json::parse(std::ifstream(LORALAB_TEST_DATA_DIR "/gguf_model_smollm2_agreement.json"));
+  return j;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(smollm2_perplexity_matches_transformers, *boost::unit_test::precondition(have_smollm2)) {
+  const json& g = agreement()["perplexity"];
+  const auto golden_ids = g["ids"].get<std::vector<int>>();
+  const int context = g["context"].get<int>();
+  const model_file f = load_model_file(smollm2_path());
+  const fs::path text_path = fs::path(LORALAB_SHARED_DIR) / "data" / g["text_file"].get<std::string>();
+  if (fs::exists(text_path)) {  // experiments/perplexity's tokens: BOS + the whole file, the first N of them
+    const auto tok = load_tokenizer(smollm2_path(), f.config.vocab_size);
+    std::ifstream in(text_path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::vector<int> ids = tok->encode(text.str(), /*add_bos=*/true);
+    BOOST_TEST(ids.size() == g["file_tokens"].get<std::size_t>());
+    ids.resize(std::min(ids.size(), golden_ids.size()));
+    BOOST_TEST(ids == golden_ids);
+  } else {
+    BOOST_TEST_MESSAGE(text_path.string() << " is absent: scoring transformers' ids without checking the tokenizer on them");
+  }
+  auto dense = make_dense_model<float>(f);  // what perplexity --model X.gguf scores (--quant none)
+  const nll_result r = teacher_forced_nll(dense, golden_ids, context);
+  const double want = g["mean_nll"].get<double>();
+  BOOST_TEST(r.tokens == g["predicted"].get<std::size_t>());
+  BOOST_TEST_MESSAGE("smollm2 perplexity: " << golden_ids.size() << " tokens, windows of " << context << ": mean NLL " << r.mean_nll
+                                            << ", transformers " << want << ", |difference| " << std::abs(r.mean_nll - want));
+  // Both sides float32 logits (|logit| <~ 30) with a float64 log-softmax; per-token NLL differences are logit
+  // differences (measured <= 3e-5 above), and they average: the issue's 1e-4 holds with room. Measured: 1.1e-8.
+  BOOST_TEST(std::abs(r.mean_nll - want) < 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(smollm2_chat_greedy_matches_transformers, *boost::unit_test::precondition(have_smollm2)) {
+  const json& g = agreement()["chat"];
+  const model_file f = load_model_file(smollm2_path());
+  const auto tok = load_tokenizer(smollm2_path(), f.config.vocab_size);
+  // generate --chat's prompt: the GGUF's chat template, BOS as tokenizer.ggml.add_bos_token says
+  const io::gguf_file file = io::gguf_file::open(smollm2_path());
+  const auto chat = data::detect_chat_template(*file.find_string("tokenizer.chat_template"), tok->piece(tok->bos_id()), tok->piece(tok->eos_id()));
+  const std::vector<data::chat_message> msgs = {{"user", g["message"].get<std::string>()}};
+  const std::string rendered = data::render_chat(chat, msgs, /*add_generation_prompt=*/true);
+  BOOST_TEST(rendered == g["rendered"].get<std::string>());
+  const auto prompt = g["prompt_ids"].get<std::vector<int>>();
+  BOOST_TEST(tok->encode(rendered, file.find_bool("tokenizer.ggml.add_bos_token").value_or(false)) == prompt);
+
+  auto dense = make_dense_model<float>(f);
+  // logits at every step along transformers' tokens, so a near-tie flip cannot hide the later steps
+  kv_cache_decoder<typename decltype(dense)::linear_type> dec(dense);
+  const row_vector<float>* logits = &dec.feed(prompt);
+  float worst = 0, smallest_margin = 1e9f;
+  int step = 0, tight_step = -1;
+  for (const auto& st : g["steps"]) {
+    const auto top = st["top_ids"].get<std::vector<int>>();
+    const auto top_l = st["top_logits"].get<std::vector<float>>();
+    float w = 0;
+    for (std::size_t i = 0; i < top.size(); ++i) w = std::max(w, std::abs((*logits)(top[i]) - top_l[i]));
+    worst = std::max(worst, w);
+    const float margin = st["margin"].get<float>();
+    if (margin < smallest_margin) smallest_margin = margin, tight_step = step;
+    Eigen::Index best = 0;
+    logits->maxCoeff(&best);
+    BOOST_TEST(int(best) == top[0], "step " << step << ": argmax " << best << ", transformers " << top[0] << " (margin " << margin << ")");
+    // as the last-position logits above; measured 3.6e-5 over the 32 steps, against a step-0 margin of 0.082 nats
+    BOOST_TEST(w < 1e-4f, "step " << step << ": top-5 max |logit - transformers| " << w);
+    const int next = st["id"].get<int>();
+    logits = &dec.feed(std::span<const int>(&next, 1));
+    ++step;
+  }
+  BOOST_TEST_MESSAGE("smollm2 chat: " << step << " greedy steps, top-5 max |logit - transformers| " << worst << "; smallest top-2 margin "
+                                      << smallest_margin << " nats at step " << tight_step);
+  // and generate() itself (what the program runs)
+  generation_options o;
+  o.max_new_tokens = int(g["greedy"].size());
+  o.stop_ids = {};
+  BOOST_TEST(generate(dense, prompt, o) == g["greedy"].get<std::vector<int>>());
 }
