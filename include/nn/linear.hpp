@@ -116,7 +116,7 @@ template <class S>
 struct shared_workspace {
   matrix<float> tile;      ///< (dequant_tile_rows, max K): dequantization tiles of stored (quantized, bf16) weights
   std::vector<S> scratch;  ///< per-call scratch of a layer (an adapter's dropout buffer), grown to the largest use
-  std::vector<std::uint16_t> bf16;  ///< compute<bf16>: a call's input in bf16, then its weight tile in bf16
+  std::vector<std::uint16_t> bf16;  ///< compute<bf16>: a call's input in bf16, then the weight in bf16
   std::size_t bytes() const { return bytes_of(tile) + scratch.capacity() * sizeof(S) + bf16.capacity() * sizeof(std::uint16_t); }
 };
 
@@ -154,11 +154,9 @@ struct linear {
     const core::serial_blas_if_small small(double(x.rows()), double(out_features()), double(in_features()));
     if constexpr (is_bf16_compute<Compute>) {
       const Eigen::Index M = x.rows(), K = in_features(), N = out_features();
-      std::uint16_t* xb = bf16_buffer(std::size_t(M * K) + bf16_tile_elements());
+      std::uint16_t* xb = bf16_buffer(std::size_t(M * K) + bf16_weight_elements());
       to_bf16(x.data(), xb, M * K);
-      for_each_bf16_tile(xb + M * K, [&](const std::uint16_t* w, Eigen::Index n0, Eigen::Index nt) {
-        gemm_bf16(M, nt, K, xb, K, w, K, /*b_transposed=*/true, y.data() + n0, N, /*accumulate=*/false);
-      });
+      gemm_bf16(M, N, K, xb, K, bf16_rows(xb + M * K), K, /*b_transposed=*/true, y.data(), N, /*accumulate=*/false);
     } else if constexpr (is_dense) {
       y.noalias() = x * weight.w.transpose();
     } else {
@@ -174,11 +172,9 @@ struct linear {
     const core::serial_blas_if_small small(double(dy.rows()), double(out_features()), double(in_features()));
     if constexpr (is_bf16_compute<Compute>) {
       const Eigen::Index M = dy.rows(), K = in_features(), N = out_features();
-      std::uint16_t* db = bf16_buffer(std::size_t(M * N) + bf16_tile_elements());
+      std::uint16_t* db = bf16_buffer(std::size_t(M * N) + bf16_weight_elements());
       to_bf16(dy.data(), db, M * N);
-      for_each_bf16_tile(db + M * N, [&](const std::uint16_t* w, Eigen::Index n0, Eigen::Index nt) {
-        gemm_bf16(M, K, nt, db + n0, N, w, K, /*b_transposed=*/false, dx.data(), K, /*accumulate=*/n0 > 0);
-      });
+      gemm_bf16(M, K, N, db, N, bf16_rows(db + M * N), K, /*b_transposed=*/false, dx.data(), K, /*accumulate=*/false);
       if constexpr (is_dense)
         if (weight.trainable()) weight.grad.noalias() += dy.transpose() * x;  // the weight's gradient stays float
     } else if constexpr (is_dense) {
@@ -220,7 +216,7 @@ struct linear {
     return m;
   }
   /// What this layer uses of the shared buffers in a step over M tokens: a stored weight's dequantization tile, and
-  /// with compute<bf16> its input (forward) or output gradient (backward) in bf16 plus a bf16 weight tile.
+  /// with compute<bf16> its input (forward) or output gradient (backward) in bf16 plus the weight in bf16.
   shared_sizes planned_shared(std::size_t M) const { return {tile_elements(), 0, bf16_elements(M)}; }
   /// Uses the model's shared buffers from now on, and reserves the tile this layer needs there.
   void share(shared_workspace<scalar>& w) {
@@ -235,14 +231,16 @@ struct linear {
   static constexpr bool is_dense = std::same_as<Weight, dense_weight<scalar>>;
   static constexpr bool is_bf16_stored = std::same_as<Weight, bf16_weight>;
 
-  /// compute<bf16>: bf16 elements of a weight tile (none for a bf16-stored weight: its rows are used as stored).
-  std::size_t bf16_tile_elements() const {
-    return is_bf16_compute<Compute> && !is_bf16_stored ? std::size_t(dequant_tile_rows * in_features()) : 0;
+  /// compute<bf16>: bf16 elements of the weight converted for a product (all N·K: one product over the whole
+  /// weight, not one per tile — the backward's dy·W then reduces over all N at once instead of accumulating a
+  /// K-wide result N/128 times); none for a bf16-stored weight, whose rows are used as stored.
+  std::size_t bf16_weight_elements() const {
+    return is_bf16_compute<Compute> && !is_bf16_stored ? std::size_t(out_features() * in_features()) : 0;
   }
-  /// compute<bf16>: the bf16 buffer a step over M tokens needs (the larger of input and output, then the tile).
+  /// compute<bf16>: the bf16 buffer a step over M tokens needs (the larger of input and output, then the weight).
   std::size_t bf16_elements(std::size_t M) const {
     if constexpr (!is_bf16_compute<Compute>) return 0;
-    return M * std::size_t(std::max(in_features(), out_features())) + bf16_tile_elements();
+    return M * std::size_t(std::max(in_features(), out_features())) + bf16_weight_elements();
   }
   /// The bf16 buffer (shared or the layer's own), grown to exactly n elements when smaller.
   std::uint16_t* bf16_buffer(std::size_t n) const {
@@ -250,26 +248,19 @@ struct linear {
     if (v.size() < n) v = std::vector<std::uint16_t>(n);
     return v.data();
   }
-  /// f(rows of W in bf16, n0, nt) over the weight: a bf16-stored weight at once as stored; others per tile of
-  /// dequant_tile_rows, converted (dense) or dequantized then converted (quantized) into `tile`.
-  template <class F>
-  void for_each_bf16_tile(std::uint16_t* tile, F&& f) const {
-    const Eigen::Index N = out_features(), K = in_features();
+  /// The (N, K) rows of W in bf16: a bf16-stored weight as stored; a dense one converted into `out`; a quantized
+  /// one dequantized tile by tile (float tile in cache) and each tile converted into its rows of `out`.
+  const std::uint16_t* bf16_rows(std::uint16_t* out) const {
+    const Eigen::Index K = in_features();
     if constexpr (is_bf16_stored) {
       static_assert(sizeof(Eigen::bfloat16) == sizeof(std::uint16_t));
-      f(reinterpret_cast<const std::uint16_t*>(weight.w.data()), 0, N);
+      return reinterpret_cast<const std::uint16_t*>(weight.w.data());
     } else if constexpr (is_dense) {
-      for (Eigen::Index n0 = 0; n0 < N; n0 += dequant_tile_rows) {
-        const Eigen::Index nt = std::min(dequant_tile_rows, N - n0);
-        to_bf16(weight.w.data() + n0 * K, tile, nt * K);
-        f(tile, n0, nt);
-      }
+      to_bf16(weight.w.data(), out, out_features() * K);
     } else {
-      for_each_tile([&](const auto& t, Eigen::Index n0, Eigen::Index nt) {
-        to_bf16(t.data(), tile, nt * K);
-        f(tile, n0, nt);
-      });
+      for_each_tile([&](const auto& t, Eigen::Index n0, Eigen::Index nt) { to_bf16(t.data(), out + n0 * K, nt * K); });
     }
+    return out;
   }
 
   /// Floats of the (dequant_tile_rows, K) tile a stored weight is computed through (0 for a dense weight).

@@ -198,7 +198,15 @@ class llama_model {
     x_last_ = std::move(x);
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
-      logits_.noalias() = xf_ * embed.transpose();
+      if constexpr (bf16_head) {  // the frozen base's products in bf16: the tied head is one of them
+        const Eigen::Index M = xf_.rows(), C = config.dim, V = config.vocab_size;
+        logits_.resize(M, V);
+        std::uint16_t* xb = head_bf16_buffer(M);
+        to_bf16(xf_.data(), xb, M * C);
+        gemm_bf16(M, V, C, xb, C, embed_bf16(xb, M), C, /*b_transposed=*/true, logits_.data(), V, /*accumulate=*/false);
+      } else {
+        logits_.noalias() = xf_ * embed.transpose();
+      }
     } else {
       lm_head.forward(xf_, logits_);
     }
@@ -217,7 +225,15 @@ class llama_model {
     // head
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
-      ws_.dxf.noalias() = ws_.dlogits * embed;
+      if constexpr (bf16_head) {
+        const Eigen::Index M = ws_.dlogits.rows(), C = config.dim, V = config.vocab_size;
+        ws_.dxf.resize(M, C);
+        std::uint16_t* db = head_bf16_buffer(M);
+        to_bf16(ws_.dlogits.data(), db, M * V);
+        gemm_bf16(M, C, V, db, V, embed_bf16(db, M), C, /*b_transposed=*/false, ws_.dxf.data(), C, /*accumulate=*/false);
+      } else {
+        ws_.dxf.noalias() = ws_.dlogits * embed;
+      }
       if (embed_grad.size()) embed_grad.noalias() += ws_.dlogits.transpose() * xf_;
     } else {
       lm_head.backward(xf_, ws_.dlogits, ws_.dxf);
@@ -302,6 +318,7 @@ class llama_model {
         shared = max(shared, lin.planned_shared(M));
       });
     }
+    if (bf16_head && config.tie_word_embeddings) shared.bf16 = std::max(shared.bf16, head_bf16_elements(M));
     m.workspace += sizeof(float) * shared.tile + s * shared.scratch + sizeof(std::uint16_t) * shared.bf16;
     // activations kept for backward, and the scratch of one step
     const std::size_t block_all = s * (M * C * 6 + M * KV * 2 + std::size_t(B) * H * T * T + M * F * 3 + M * 2);
@@ -314,6 +331,10 @@ class llama_model {
   }
 
   const rotary_table<S>& rope() const { return rope_; }
+  /// The last forward's LM-head input rms_norm(x) (B·T, C); the last backward's dL/dlogits (B·T, V) and dL/d(head input).
+  const matrix<S>& final_hidden() const { return xf_; }
+  const matrix<S>& logits_grad() const { return ws_.dlogits; }
+  const matrix<S>& head_input_grad() const { return ws_.dxf; }
   /// The buffers the layers share (dequantization tile, per-call scratch).
   const shared_workspace<S>& shared_buffers() const { return *shared_; }
 
@@ -327,6 +348,26 @@ class llama_model {
   };
 
   static constexpr bool is_dense = std::same_as<typename Linear::weight_type, dense_weight<S>>;
+  /// compute<bf16> layers: the tied LM head's products are bf16 too (as under torch autocast); an untied head stays float.
+  static constexpr bool bf16_head = is_bf16_compute<typename Linear::compute_type>;
+
+  /// The tied head's bf16 elements in the shared buffer over M tokens: its input (M, C) or output gradient (M, V),
+  /// then the embedding (V, C).
+  std::size_t head_bf16_elements(std::size_t M) const {
+    const std::size_t C = std::size_t(config.dim), V = std::size_t(config.vocab_size);
+    return M * std::max(C, V) + V * C;
+  }
+  std::uint16_t* head_bf16_buffer(Eigen::Index M) {
+    std::vector<std::uint16_t>& v = shared_->bf16;
+    if (v.size() < head_bf16_elements(std::size_t(M))) v = std::vector<std::uint16_t>(head_bf16_elements(std::size_t(M)));
+    return v.data();
+  }
+  /// The embedding in bf16, after the M·max(C, V) activation elements of the buffer that starts at `buffer`.
+  const std::uint16_t* embed_bf16(std::uint16_t* buffer, Eigen::Index M) const {
+    std::uint16_t* e = buffer + (head_bf16_elements(std::size_t(M)) - std::size_t(embed.size()));
+    to_bf16(embed.data(), e, embed.size());
+    return e;
+  }
 
   attention_shape shape() const { return {B_, T_, config.n_heads, config.n_kv_heads, config.head_dim()}; }
 

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // compute<bf16>: the conversion rounds to nearest even like torch; the bf16 GEMM of every layout a linear uses
 // equals a double-precision product of the same bf16-rounded operands; linear<W, compute<bf16>> forward and dx
-// backward stay within bf16's rounding of the float layer (dense, bf16-stored, nf4), on fresh random inputs.
+// backward stay within bf16's rounding of the float layer (dense, bf16-stored, nf4) and equal the double product of
+// their bf16-rounded operands; a model of compute<bf16> linears computes its tied LM head in bf16 too (forward
+// logits and backward dx), on fresh random inputs.
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -10,6 +12,8 @@
 #include <random>
 
 #include "nn/linear.hpp"
+#include "nn/llama.hpp"
+#include "nn/random_model.hpp"
 #include "quant/schemes.hpp"
 #include "test_support.hpp"
 
@@ -28,6 +32,14 @@ matrix<float> random_matrix(Eigen::Index r, Eigen::Index c, float sd) {
   return m;
 }
 double rel(const matrix<float>& a, const matrix<float>& b) { return double((a - b).norm() / b.norm()); }
+/// The matrix with every entry rounded to bf16 (as the bf16 products see it), in double.
+Eigen::MatrixXd rounded(const matrix<float>& m) {
+  return m.unaryExpr([](float v) { return double(bf16_to_float(bf16_bits(v))); }).cast<double>();
+}
+/// Largest |a - b| over the largest |b|.
+double worst(const matrix<float>& a, const Eigen::MatrixXd& b) {
+  return (a.cast<double>() - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff();
+}
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(bf16_compute)
@@ -80,11 +92,46 @@ BOOST_AUTO_TEST_CASE(linear_layers_stay_within_bf16_rounding_of_float) {
     BOOST_TEST(rel(yb, yf) < 8e-3, name << " forward: " << rel(yb, yf));
     BOOST_TEST(rel(dxb, dxf) < 8e-3, name << " backward: " << rel(dxb, dxf));
     BOOST_TEST(rel(yb, yf) > 0, name << ": the bf16 layer rounds");
-    BOOST_TEST(lb.planned_shared(std::size_t(M)).bf16 >= std::size_t(M * std::max(N, K)));
+    // what the bf16 layer computes: the double product of its rounded operands, float-accumulated
+    const Eigen::MatrixXd wr = rounded(lf.dense());
+    BOOST_TEST(worst(yb, rounded(x) * wr.transpose()) < 1e-5, name << " forward vs rounded operands");
+    BOOST_TEST(worst(dxb, rounded(dy) * wr) < 1e-5, name << " backward vs rounded operands");
+    const std::size_t weight = std::same_as<W, bf16_weight> ? 0 : std::size_t(N * K);  // the converted weight, whole
+    BOOST_TEST(lb.planned_shared(std::size_t(M)).bf16 == std::size_t(M * std::max(N, K)) + weight);
   };
   check(std::type_identity<dense_weight<float>>{}, "dense");
   check(std::type_identity<bf16_weight>{}, "bf16-stored");
   check(std::type_identity<quant_weight<quant::nf4<64>>>{}, "nf4");
+}
+
+/// The tied LM head of a model whose linears compute in bf16 is one of the frozen base's products: logits =
+/// bf16(rms_norm(x)) · bf16(E)ᵀ and dx of the head = bf16(dlogits) · bf16(E), float accumulation; its bf16 buffers
+/// are in the planned workspace. Checked against double products of the rounded operands, taken from the model's
+/// own float intermediates (a float model gives them: same weights, same tokens).
+BOOST_AUTO_TEST_CASE(tied_head_of_a_bf16_model_computes_in_bf16) {
+  const llama_config c{.dim = 64, .hidden_dim = 96, .n_layers = 1, .n_heads = 4, .n_kv_heads = 2, .vocab_size = 300, .max_seq_len = 16};
+  const model_file f = random_model_file(c, std::uniform_int_distribution<std::uint64_t>()(gen()));
+  using bf16_linear = linear<dense_weight<float>, compute<bf16>>;
+  auto mb = llama_model<bf16_linear>::from_file(f, [](const std::string&, const float* d, Eigen::Index n, Eigen::Index k) {
+    return make_linear<dense_weight<float>, compute<bf16>>(d, n, k);
+  });
+  const int B = 2, T = 8;
+  std::vector<int> tokens(B * T), targets(B * T);
+  std::uniform_int_distribution<int> id(0, c.vocab_size - 1);
+  for (int i = 0; i < B * T; ++i) tokens[std::size_t(i)] = id(gen()), targets[std::size_t(i)] = id(gen());
+  const matrix<float> logits = mb.forward(tokens, B, T);
+  // the head's input: the final norm of the last block's output, as the model computed it
+  const matrix<float> xf = mb.final_hidden();
+  const Eigen::MatrixXd E = rounded(mb.embed);
+  BOOST_TEST(worst(logits, rounded(xf) * E.transpose()) < 1e-5);
+  const matrix<float> float_logits = xf * mb.embed.transpose();
+  BOOST_TEST(rel(logits, float_logits) > 0, "the head rounds its operands");
+  mb.loss(targets);
+  mb.backward();
+  BOOST_TEST(worst(mb.head_input_grad(), rounded(mb.logits_grad()) * E) < 1e-5);
+  const std::size_t M = std::size_t(B) * T, C = std::size_t(c.dim), V = std::size_t(c.vocab_size);
+  BOOST_TEST(mb.shared_buffers().bf16.size() >= M * std::max(C, V) + V * C);
+  BOOST_TEST(mb.measured_memory().workspace <= mb.planned_memory(B, T).workspace);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
