@@ -6,8 +6,8 @@
 //   compute<bf16>   bfloat16 operands (the activation and the frozen weight, rounded to nearest even per product),
 //                   float32 accumulation and outputs (nn/bf16_gemm.hpp: oneDNN on AVX512-BF16, 2x the float rate)
 //
-// Only the frozen base's products change: the adapters, norms, attention, loss and optimizer stay float32, as in
-// torch autocast's bf16 mode for a LoRA run. A layer says which it is: linear<…>::compute_type.
+// Only the frozen base's products change (the linears' and, in a model of such linears, the tied LM head's): the
+// adapters, norms, attention, loss and optimizer stay float32, as in torch autocast's bf16 mode for a LoRA run. A layer says which it is: linear<…>::compute_type.
 #include <concepts>
 
 #include <Eigen/Core>
