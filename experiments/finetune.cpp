@@ -162,7 +162,9 @@ int main(int argc, char** argv) try {
 
   (void)experiments::model_scheme<experiments::model_and_ggml_schemes>(quant, dq);  // refused before any work, with the known names
   tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path);
-  const nn::model_file file = nn::load_model_file(model_path);
+  // Nothing reads the float linears when the base is not exported: a GGUF's block-stored linears are then kept as
+  // blocks only (nn::gguf_linears::blocks_only; each weight dequantized on its own when another base is asked for).
+  const nn::model_file file = nn::load_model_file(model_path, export_base == "none" ? nn::gguf_linears::blocks_only : nn::gguf_linears::floats_and_blocks);
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
                 file.config.max_seq_len, " (", model_path, ")");
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);

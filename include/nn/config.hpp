@@ -86,6 +86,10 @@ struct model_file {
   /// Linear weights as the file's blocks, by HF name (nn/gguf_model.hpp: make_linear_from_file wraps them as a
   /// frozen quantized base instead of requantizing the floats). Empty for other formats.
   std::map<std::string, stored_blocks> stored;
+  /// The linears in `stored` have no floats in `tensors` (empty data; nn::read_gguf_model with
+  /// gguf_linears::blocks_only): a model is built from such a file with nn::make_linear_from_file, which takes the
+  /// blocks as they are, or dequantizes one weight at a time for another base.
+  bool blocks_only = false;
 };
 
 /// The HF names and shapes a config implies, in a fixed order: the contract between files and the model.
@@ -118,6 +122,7 @@ inline void validate_model_file(const model_file& f, const std::string& where) {
     LORALAB_CHECK(it->second.shape == shape, where, ": tensor '", name, "' has the wrong shape for the config");
     std::size_t n = 1;
     for (auto d : shape) n *= static_cast<std::size_t>(d);
+    if (f.blocks_only && it->second.data.empty() && f.stored.contains(name)) continue;  // blocks only: see model_file
     LORALAB_CHECK(it->second.data.size() == n, where, ": tensor '", name, "' holds ", it->second.data.size(),
                   " values, its shape needs ", n);
   }

@@ -203,10 +203,17 @@ inline llama_config read_gguf_config(const io::gguf_file& f) {
   return c;
 }
 
+/// What read_gguf_model keeps of the linear weights a file stored as ggml blocks.
+enum class gguf_linears {
+  floats_and_blocks,  ///< floats in `tensors` (any consumer works) and the blocks in `stored`
+  blocks_only,        ///< the blocks alone (model_file::blocks_only): a QLoRA run over the file's own blocks never
+                      ///< holds the model in float (SmolLM2: 66 MiB of Q4_1 instead of 66 + 405 MiB)
+};
+
 /// Reads a llama GGUF file into a model_file: every tensor as float (Q/K rows in rotate-half order), and the linear
-/// weights stored as Q4_0 / Q4_1 / Q8_0 also as their bytes in `stored`. `quantization` is the linears' block type
-/// ("q4_1") when they all share one, "" otherwise.
-inline model_file read_gguf_model(const std::filesystem::path& path) {
+/// weights stored as Q4_0 / Q4_1 / Q8_0 also as their bytes in `stored` (or only so: gguf_linears::blocks_only).
+/// `quantization` is the linears' block type ("q4_1") when they all share one, "" otherwise.
+inline model_file read_gguf_model(const std::filesystem::path& path, gguf_linears linears = gguf_linears::floats_and_blocks) {
   const io::gguf_file f = io::gguf_file::open(path);
   const std::string p = path.string();
   model_file m;
@@ -220,10 +227,11 @@ inline model_file read_gguf_model(const std::filesystem::path& path) {
     std::vector<std::int64_t> want(n.shape.rbegin(), n.shape.rend());  // GGUF's ne: innermost first
     LORALAB_CHECK(t->dims == want, p, ": tensor '", n.gguf, "' has dims ", io::detail::dims_string(t->dims), ", expected ",
                   io::detail::dims_string(want), " for ", m.config);
-    tensor_f32 w{n.shape, gguf_tensor_to_float(f, *t)};
     const int heads = detail::rotary_heads_of(n.hf, m.config);
-    if (heads) permute_rotary_rows(w, heads);
     const bool is_linear = n.shape.size() == 2 && n.hf.starts_with("model.layers.");
+    const bool floats = !(is_linear && linears == gguf_linears::blocks_only && !detail::block_scheme_name(t->type).empty());
+    tensor_f32 w{n.shape, floats ? gguf_tensor_to_float(f, *t) : std::vector<float>()};
+    if (heads && floats) permute_rotary_rows(w, heads);
     if (is_linear) {
       const std::string_view scheme = detail::block_scheme_name(t->type);
       one_type = one_type && (linear_type.empty() || linear_type == (scheme.empty() ? std::string(io::ggml_type_name(t->type)) : std::string(scheme)));
@@ -244,6 +252,7 @@ inline model_file read_gguf_model(const std::filesystem::path& path) {
     LORALAB_CHECK(known, p, ": unexpected tensor '", t.name, "' (", t.name == "rope_freqs.weight" ? "Llama 3 rope scaling, not implemented" : "not part of a llama model with this config", ")");
   }
   if (one_type && !m.stored.empty() && m.stored.size() == std::size_t(7 * m.config.n_layers)) m.quantization = linear_type;
+  m.blocks_only = linears == gguf_linears::blocks_only && !m.stored.empty();
   validate_model_file(m, p);
   return m;
 }
@@ -323,6 +332,22 @@ inline void write_gguf_model(const std::filesystem::path& path, const model_file
   w.write(path);
 }
 
+/// A stored linear's blocks dequantized to float (rows as stored: rotate-half order), for `name` in messages.
+inline std::vector<float> stored_floats(const stored_blocks& s, const std::string& name) {
+  LORALAB_CHECK(s.shape.size() == 2, name, ": stored blocks need a 2-D shape");
+  const std::size_t rows = std::size_t(s.shape[0]), cols = std::size_t(s.shape[1]);
+  std::vector<float> out(rows * cols);
+  const auto run = [&]<class S>(std::type_identity<S>) {
+    if (s.type != S::quant_type) return false;
+    quant::ggml_tensor<S>::from_bytes(s.bytes, rows, cols).dequantize(std::span<float>(out));
+    return true;
+  };
+  const bool known = run(std::type_identity<quant::ggml_q4_0>{}) || run(std::type_identity<quant::ggml_q4_1>{}) ||
+                     run(std::type_identity<quant::ggml_q8_0>{});
+  LORALAB_CHECK(known, name, ": stored blocks of unknown type '", s.type, "' (known: q4_0, q4_1, q8_0)");
+  return out;
+}
+
 /// The linear layer of weight type W for the tensor `name` (model.layers.3.self_attn.q_proj) of `f`: when W is a
 /// ggml block scheme the file stored that tensor in (f.stored), its blocks as they are; otherwise make_linear<W, C>
 /// over the floats. The maker to hand llama_model::from_file when the model may come from a GGUF file.
@@ -344,6 +369,14 @@ linear<W, C> make_linear_from_file(const model_file& f, const std::string& name,
           return l;
         }
       }
+    }
+  }
+  if (f.blocks_only) {  // no floats were read for this weight: dequantize its blocks, this weight only
+    const auto t = f.tensors.find(name + ".weight");
+    const auto it = f.stored.find(name + ".weight");
+    if (t != f.tensors.end() && t->second.data.empty() && it != f.stored.end()) {
+      const std::vector<float> w = stored_floats(it->second, name);
+      return make_linear<W, C>(w.data(), n, k);
     }
   }
   return make_linear<W, C>(data, n, k);

@@ -22,11 +22,13 @@ namespace loralab::nn {
 
 /// A directory is read as a Meta checkpoint when it has params.json and no config.json, else as a Hugging Face
 /// model; a file that starts with the GGUF magic as a GGUF model, any other file as a llama2.c checkpoint.
-inline model_file load_model_file(const std::filesystem::path& path) {
+/// `linears` says what a GGUF file's block-stored linears become (gguf_linears::blocks_only: no float copies;
+/// build the model with make_linear_from_file); other formats ignore it.
+inline model_file load_model_file(const std::filesystem::path& path, gguf_linears linears = gguf_linears::floats_and_blocks) {
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);
   if (ec || !std::filesystem::exists(st)) fail(path.string(), ": no such file or directory");
-  if (!std::filesystem::is_directory(st)) return is_gguf_file(path) ? read_gguf_model(path) : read_llama2c(path);
+  if (!std::filesystem::is_directory(st)) return is_gguf_file(path) ? read_gguf_model(path, linears) : read_llama2c(path);
   return is_meta_dir(path) ? read_meta_dir(path) : read_hf_dir(path);
 }
 

@@ -170,6 +170,45 @@ BOOST_AUTO_TEST_CASE(q4_1_blocks_are_the_frozen_base_without_requantizing) {
   });
 }
 
+/// gguf_linears::blocks_only: the linears stored as blocks get no floats (empty data, blocks_only set, validation
+/// passes); a model over the file's own blocks equals the one from a full read, byte for byte; a float or other
+/// base built through make_linear_from_file gets each weight dequantized from the blocks: the full read's floats.
+BOOST_AUTO_TEST_CASE(blocks_only_read_holds_no_float_linears) {
+  testing::temp_dir tmp;
+  const model_file m = random_model_file(small_config(true), 6);
+  const fs::path p = tmp.path / "q.gguf";
+  gguf_write_options o;
+  o.linear_type = ggml_type::Q4_1, o.embed_type = ggml_type::Q8_0;
+  write_gguf_model(p, m, o);
+  const model_file full = read_gguf_model(p), lean = load_model_file(p, gguf_linears::blocks_only);
+  BOOST_TEST(!full.blocks_only);
+  BOOST_TEST(lean.blocks_only);
+  BOOST_TEST(lean.quantization == "q4_1");
+  std::size_t empty = 0;
+  for (const auto& [name, t] : lean.tensors) {
+    empty += t.data.empty();
+    if (!t.data.empty()) BOOST_TEST(t.data == full.tensors.at(name).data, name);  // embeddings, norms: as read
+  }
+  BOOST_TEST(empty == std::size_t(7 * m.config.n_layers));
+  auto a = make_stored_quant_model<quant::ggml_q4_1>(full), b = make_stored_quant_model<quant::ggml_q4_1>(lean);
+  BOOST_TEST(max_abs_diff(a.forward(ids, 1, int(ids.size())), b.forward(ids, 1, int(ids.size()))) == 0.0f);
+  const auto dense = [](const model_file& f) {
+    return llama_model<linear<dense_weight<float>>>::from_file(f, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+      return make_linear_from_file<dense_weight<float>>(f, name, d, n, k);
+    });
+  };
+  auto fa = dense(full), fb = dense(lean);
+  fb.for_each_linear([&](const std::string& name, auto& lin) {
+    const auto& want = full.tensors.at(name + ".weight").data;
+    BOOST_TEST(std::equal(want.begin(), want.end(), lin.weight.w.data()), name << ": dequantized from the blocks");
+  });
+  BOOST_TEST(max_abs_diff(fa.forward(ids, 1, int(ids.size())), fb.forward(ids, 1, int(ids.size()))) == 0.0f);
+  // without the blocks_only mark, empty linears are refused: no reader takes empty data for weights
+  model_file broken = lean;
+  broken.blocks_only = false;
+  expect_error([&] { validate_model_file(broken, "lean"); }, {"lean", "holds 0 values"});
+}
+
 BOOST_AUTO_TEST_CASE(tokenizer_metadata_round_trips) {
   testing::temp_dir tmp;
   const auto small = bpe_tokenizer::from_json(LORALAB_TEST_DATA_DIR "/bpe_small/tokenizer.json");
