@@ -106,7 +106,7 @@ int main(int argc, char** argv) try {
   desc.add_options()("model", po::value(&model_path)->required(), "llama2.c .bin, HF or Meta directory, or GGUF file")(
       "tokenizer", po::value(&tokenizer_path), "sentencepiece .model, llama2.c tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own)")(
       "data", po::value(&data_path)->required(), "dataset file")(
-      "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
+      "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes, text, gsm8k (question, answer) or chat (messages)")(
       "template", po::value(&tmpl), "alpaca, dolly, chatml, plain or chat (the model's chat template; default for alpaca/dolly "
                                     "data when a GGUF model has one, else the format's)")(
       "train-on-prompt", po::bool_switch(&train_on_prompt), "also train on prompt tokens (default: responses only)")(

@@ -134,7 +134,7 @@ int main(int argc, char** argv) try {
       "adapter", po::value(&adapter), "PEFT adapter to compare (default: train one here first)")(
       "base", po::value(&base)->default_value(base), "the base the adapter works over: a scheme name (float32, bfloat16, nf4-b64, nf4-b64-dq, fp4-b64, fp4-b64-dq, int8-row) or float, nf4, nf4+dq, fp4, fp4+dq, int8")(
       "data", po::value(&data_path)->default_value(data_path), "dataset: training records and the validation text")(
-      "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes or text")(
+      "format", po::value(&format)->default_value(format), "alpaca, dolly, quotes, text, gsm8k (question, answer) or chat (messages)")(
       "records", po::value(&records)->default_value(records), "training records when the adapter is trained here")(
       "epochs", po::value(&o.epochs)->default_value(2.0), "epochs when the adapter is trained here")(
       "quick", po::bool_switch(&quick), "a smoke run: 40 records x 1 epoch, 8 new tokens (what CI runs)")(

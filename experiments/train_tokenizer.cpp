@@ -96,8 +96,13 @@ int main(int argc, char** argv) try {
   std::vector<std::string> documents, sentences;
   std::size_t bytes = 0;
   for (const data::record& r : records) {
-    const data::rendered_record t = data::render(data::default_template(format), r);
-    documents.push_back(t.prompt + t.response);
+    if (!r.messages.empty()) {  // a chat record: its conversation in ChatML
+      documents.emplace_back();
+      for (const auto& piece : data::render_chat_turns(data::chat_template{}, r)) documents.back() += piece.text;
+    } else {
+      const data::rendered_record t = data::render(data::default_template(format), r);
+      documents.push_back(t.prompt + t.response);
+    }
     bytes += documents.back().size();
     for (const auto& rec : data::split_text(documents.back(), data::text_split::line)) sentences.push_back(rec.output);
   }

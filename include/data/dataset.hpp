@@ -213,16 +213,39 @@ inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool
   return ex;
 }
 
+/// A conversation's pieces tokenized one after another, unframed (the chat template writes its special tokens);
+/// labels = the ids, -100 on the pieces not trained (all trained with train_on_prompt) and on the first token.
+inline example tokenize(const nn::tokenizer& tok, const rendered_conversation& pieces, bool train_on_prompt) {
+  example ex;
+  for (const rendered_piece& p : pieces) {
+    const std::vector<int> ids = tok.encode(p.text, false);
+    ex.input_ids.insert(ex.input_ids.end(), ids.begin(), ids.end());
+    ex.labels.insert(ex.labels.end(), ids.begin(), ids.end());
+    if (!p.trained && !train_on_prompt) std::fill(ex.labels.end() - std::ptrdiff_t(ids.size()), ex.labels.end(), ignore_index);
+  }
+  LORALAB_CHECK(!ex.input_ids.empty(), "tokenize: the conversation renders to no tokens");
+  ex.labels[0] = ignore_index;  // nothing predicts the first token
+  return ex;
+}
+
 /// tokenize(tok, render(tmpl, r), train_on_prompt) for every record, in order; with `chat`, the model's chat
-/// template instead (render_chat_record, unframed).
+/// template instead (render_chat_record, unframed). Chat records (messages) take the model's chat template, or
+/// ChatML without a system turn under --template chatml (render_chat_turns: every assistant turn trained).
 inline std::vector<example> tokenize_records(std::span<const record> records, const nn::tokenizer& tok,
                                              prompt_template tmpl, bool train_on_prompt,
                                              const std::optional<chat_template>& chat = std::nullopt) {
   std::vector<example> out;
   out.reserve(records.size());
-  for (const record& r : records)
-    out.push_back(chat ? tokenize(tok, render_chat_record(*chat, r), train_on_prompt, /*frame=*/false)
-                       : tokenize(tok, render(tmpl, r), train_on_prompt));
+  for (const record& r : records) {
+    if (!r.messages.empty()) {
+      LORALAB_CHECK(chat || tmpl == prompt_template::chatml, "record at line ", r.line, ": a chat record (messages) needs a ",
+                    "chat template: the model's (tokenizer.chat_template of a GGUF file) or --template chatml, not ", to_string(tmpl));
+      out.push_back(tokenize(tok, render_chat_turns(chat ? *chat : chat_template{}, r), train_on_prompt));
+    } else {
+      out.push_back(chat ? tokenize(tok, render_chat_record(*chat, r), train_on_prompt, /*frame=*/false)
+                         : tokenize(tok, render(tmpl, r), train_on_prompt));
+    }
+  }
   return out;
 }
 

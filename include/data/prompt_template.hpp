@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "core/check.hpp"
 #include "data/chat_template.hpp"
@@ -49,6 +50,9 @@ struct record {
   std::string input;
   std::string output;
   std::size_t line = 0;  ///< 1-based line of the file where the record starts (for messages)
+  /// A chat record's conversation (format chat: TRL's `messages`); empty for every other format. Rendered by a chat
+  /// template only (render_chat_turns), with the loss on every assistant turn.
+  std::vector<chat_message> messages;
 
   friend bool operator==(const record&, const record&) = default;
 };
@@ -118,6 +122,8 @@ inline std::string_view end_marker(prompt_template t) {
 /// The prompt and response `t` makes of `r` (see the header comment for the exact strings). alpaca and dolly
 /// need a non-empty instruction: a text record (quotes, plain text) under them is an error naming its line.
 inline rendered_record render(prompt_template t, const record& r) {
+  LORALAB_CHECK(r.messages.empty(), "record at line ", r.line, ": a chat record (messages) is rendered by a chat template ",
+                "(render_chat_turns: the model's, or --template chatml), not by template ", to_string(t));
   switch (t) {
     case prompt_template::alpaca: {
       LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line,
@@ -172,6 +178,48 @@ inline rendered_record render_chat_record(const chat_template& t, const record& 
                 " chat template's conversation does not start with its generation prompt; cannot split prompt and completion");
   full.erase(0, prompt.size());
   return {std::move(prompt), std::move(full)};
+}
+
+/// A conversation as text pieces in order, each trained on or not: what a chat record becomes.
+struct rendered_piece {
+  std::string text;
+  bool trained = false;
+  friend bool operator==(const rendered_piece&, const rendered_piece&) = default;
+};
+using rendered_conversation = std::vector<rendered_piece>;
+
+/// The pieces chat template `t` makes of chat record `r` (its `messages`): TRL's assistant-only loss over a
+/// multi-turn conversation. For each assistant message i, prompt_i = render(messages[0, i), generation prompt) and
+/// full_i = render(messages[0, i]); the text of prompt_i after full_{i-1} is not trained, the text of full_i after
+/// prompt_i (the reply and its end marker, "{content}<|im_end|>\n" in ChatML) is; messages after the last assistant
+/// turn are not trained. Errors name the record's line: no assistant message, a role other than system, user or
+/// assistant, a template whose renderings do not extend each other (then no split exists).
+inline rendered_conversation render_chat_turns(const chat_template& t, const record& r) {
+  LORALAB_CHECK(!r.messages.empty(), "record at line ", r.line, ": a chat record needs messages");
+  std::size_t assistants = 0;
+  for (std::size_t i = 0; i < r.messages.size(); ++i) {
+    const std::string& role = r.messages[i].role;
+    LORALAB_CHECK(role == "system" || role == "user" || role == "assistant", "record at line ", r.line, ": messages[", i,
+                  "].role is '", role, "' (known: system, user, assistant)");
+    assistants += role == "assistant";
+  }
+  LORALAB_CHECK(assistants > 0, "record at line ", r.line, ": no assistant message, nothing to train on");
+  rendered_conversation out;
+  std::string done;  // the text rendered so far
+  const auto extend = [&](std::string next, bool trained) {
+    LORALAB_CHECK(next.starts_with(done), "record at line ", r.line, ": the ", t.format,
+                  " chat template's renderings do not extend each other; cannot split the conversation into turns");
+    if (next.size() > done.size()) out.push_back({next.substr(done.size()), trained});
+    done = std::move(next);
+  };
+  const std::span<const chat_message> all(r.messages);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (all[i].role != "assistant") continue;
+    extend(render_chat(t, all.first(i), /*add_generation_prompt=*/true), false);
+    extend(render_chat(t, all.first(i + 1), /*add_generation_prompt=*/false), true);
+  }
+  extend(render_chat(t, all, /*add_generation_prompt=*/false), false);
+  return out;
 }
 
 }  // namespace loralab::data

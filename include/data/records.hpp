@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Data files as records: the formats loralab reads (alpaca, dolly, quotes, plain text split into documents) and
+// Data files as records: the formats loralab reads (alpaca, dolly, quotes, plain text split into documents, GSM8K
+// question/answer, chat messages) and
 // their parsing, where every malformed record is an error naming file:line and the field. data/dataset.hpp turns
 // records into batches.
 #include <algorithm>
@@ -37,8 +38,11 @@ inline constexpr int ignore_index = -100;
 ///                                                                                          → dolly template
 ///   quotes  JSONL of {quote, author (optional)}: one document "quote — author" each        → plain template
 ///   text    plain text, split into documents by text_split                                → plain template
+///   gsm8k   JSONL (or a JSON array) of {question, answer}: an instruction record            → alpaca template
+///   chat    JSONL (or a JSON array) of {messages: [{role, content}, …]} (TRL's conversational format; roles
+///           system, user, assistant)                                                       → chat template (chatml)
 /// Other keys in an object are ignored (english_quotes.jsonl has tags, id, quoteLength).
-enum class data_format { alpaca, dolly, quotes, text };
+enum class data_format { alpaca, dolly, quotes, text, gsm8k, chat };
 
 /// How a plain-text corpus splits into documents:
 ///   fortune  entries between lines holding only "%" (fortune(6) files, /usr/share/games/fortunes/*)
@@ -57,11 +61,13 @@ struct name_row {
   E value;
   std::string_view name;
 };
-inline constexpr std::array<name_row<data_format>, 4> format_table = {{
+inline constexpr std::array<name_row<data_format>, 6> format_table = {{
     {data_format::alpaca, "alpaca"},
     {data_format::dolly, "dolly"},
     {data_format::quotes, "quotes"},
     {data_format::text, "text"},
+    {data_format::gsm8k, "gsm8k"},
+    {data_format::chat, "chat"},
 }};
 inline constexpr std::array<name_row<text_split>, 4> split_table = {{
     {text_split::automatic, "auto"},
@@ -96,7 +102,7 @@ inline std::string_view to_string(text_split s) { return detail::split_table[sta
 inline std::ostream& operator<<(std::ostream& os, data_format f) { return os << to_string(f); }
 inline std::ostream& operator<<(std::ostream& os, text_split s) { return os << to_string(s); }
 
-/// "alpaca" | "dolly" | "quotes" | "text"; anything else is an error listing the valid names.
+/// "alpaca" | "dolly" | "quotes" | "text" | "gsm8k" | "chat"; anything else is an error listing the valid names.
 inline data_format parse_data_format(std::string_view s) {
   return detail::parse_name(detail::format_table, s, "--format");
 }
@@ -105,10 +111,13 @@ inline text_split parse_text_split(std::string_view s) {
   return detail::parse_name(detail::split_table, s, "--text-split");
 }
 
-/// The template a format is written for: alpaca → alpaca, dolly → dolly, quotes and text → plain.
+/// The template a format is written for: alpaca and gsm8k → alpaca, dolly → dolly, quotes and text → plain, chat →
+/// chatml (a model's own chat template replaces it: experiment::choose_template).
 inline prompt_template default_template(data_format f) {
   switch (f) {
-    case data_format::alpaca: return prompt_template::alpaca;
+    case data_format::alpaca:
+    case data_format::gsm8k: return prompt_template::alpaca;
+    case data_format::chat: return prompt_template::chatml;
     case data_format::dolly: return prompt_template::dolly;
     case data_format::quotes:
     case data_format::text: return prompt_template::plain;
@@ -251,6 +260,29 @@ inline std::string string_field(const json_record& r, const std::string& file, c
   return s;
 }
 
+/// A chat record's "messages": a non-empty array of {role, content} objects with string fields (content may be
+/// empty; roles are checked when rendered). Errors name file:line and messages[i].
+inline std::vector<chat_message> messages_field(const json_record& r, const std::string& file) {
+  const auto it = r.value.find("messages");
+  LORALAB_CHECK(it != r.value.end() && !it->is_null(), file, ":", r.line, ": field 'messages' is missing");
+  LORALAB_CHECK(it->is_array(), file, ":", r.line, ": field 'messages' must be an array, got ", it->type_name());
+  LORALAB_CHECK(!it->empty(), file, ":", r.line, ": field 'messages' is empty");
+  std::vector<chat_message> out;
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const nlohmann::json& m = (*it)[i];
+    LORALAB_CHECK(m.is_object(), file, ":", r.line, ": messages[", i, "] must be an object, got ", m.type_name());
+    chat_message msg;
+    for (const auto& [key, into] : {std::pair<const char*, std::string*>{"role", &msg.role}, {"content", &msg.content}}) {
+      const auto f = m.find(key);
+      LORALAB_CHECK(f != m.end() && f->is_string(), file, ":", r.line, ": messages[", i, "].", key,
+                    f == m.end() ? std::string(" is missing") : " must be a string, got " + std::string(f->type_name()));
+      *into = f->get<std::string>();
+    }
+    out.push_back(std::move(msg));
+  }
+  return out;
+}
+
 /// `text` without blank lines at its start and whitespace at its end (the first line's indentation stays).
 inline std::string_view trim_document(std::string_view text, std::size_t& skipped_lines) {
   skipped_lines = 0;
@@ -381,6 +413,11 @@ inline std::vector<record> parse_records(std::string_view text, data_format form
           if (!author.empty()) rec.output += " \xE2\x80\x94 " + author;  // U+2014 em dash
           break;
         }
+        case data_format::gsm8k:  // GSM8K: the answer keeps its worked solution and "#### <number>" line
+          rec.instruction = detail::string_field(r, file, "question", true);
+          rec.output = detail::string_field(r, file, "answer", true);
+          break;
+        case data_format::chat: rec.messages = detail::messages_field(r, file); break;
         case data_format::text: break;  // handled above
       }
       out.push_back(std::move(rec));

@@ -48,7 +48,7 @@ struct setup_options {
     cli.flag("model", model, "llama2.c .bin, HF or Meta directory, GGUF file (default: models/stories260K.bin)")
         .flag("tokenizer", tokenizer, "sentencepiece .model, tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own, else models/tok512.model)")
         .flag("data", data, "dataset file")
-        .flag("format", format, "alpaca, dolly, quotes or text")
+        .flag("format", format, "alpaca, dolly, quotes, text, gsm8k (question, answer) or chat (messages)")
         .flag("template", tmpl, "alpaca, dolly, chatml, plain or chat (the model's chat template); default: chat for "
                                 "alpaca/dolly data when the model (a GGUF) has one, else the format's")
         .flag("val-size", val, "validation records shared by every run (a count or a fraction)")
@@ -139,11 +139,12 @@ inline std::optional<data::chat_template> model_chat_template(const std::string&
 }
 
 /// Applies --template to `dc` once the tokenizer is known: "chat" renders instruction records with the model's chat
-/// template (an error when it has none); "" does so for alpaca/dolly data when the model has one, else leaves the
+/// template (an error when it has none); "" does so for alpaca/dolly/gsm8k/chat data when the model has one, else leaves the
 /// format's template; any other name is that prompt template. Returns a line saying what was chosen.
 inline std::string choose_template(data::dataset_config& dc, const std::string& tmpl, const std::string& tokenizer_path,
                                    const std::string& model_path, const nn::tokenizer& tok) {
-  const bool instructions = dc.format == data::data_format::alpaca || dc.format == data::data_format::dolly;
+  const bool instructions = dc.format == data::data_format::alpaca || dc.format == data::data_format::dolly ||
+                            dc.format == data::data_format::gsm8k || dc.format == data::data_format::chat;
   if (tmpl == "chat" || (tmpl.empty() && instructions)) {
     auto chat = model_chat_template(tokenizer_path, model_path, tok);
     LORALAB_CHECK(chat || tmpl.empty(), "--template chat: neither ", tokenizer_path, " nor ", model_path,

@@ -54,3 +54,58 @@ out = {"template": template, "source": "SmolLM2-135M-Instruct.Q4_1.gguf tokenize
 with open(os.path.join(ROOT, "tests/data/chat_sft_golden.json"), "w") as f:
     json.dump(out, f, ensure_ascii=False, indent=1)
 print(f"wrote {len(cases)} cases")
+
+# ---- GSM8K question/answer and multi-turn chat records (tests/data/chat_turns_golden.json) ----------------------
+# gsm8k: {question, answer} is an instruction record (user = question, assistant = answer), split as above.
+# chat: TRL's conversational records {messages: [...]}, with the loss on every assistant turn. For each assistant
+# message i: prompt_i = render(messages[:i], add_generation_prompt=True), full_i = render(messages[:i+1]); the text of
+# prompt_i after full_{i-1} is masked, the text of full_i after prompt_i is trained, anything after the last assistant
+# turn is masked. ids are the whole conversation tokenized at once (apply_chat_template(tokenize=True)); the mask per
+# id comes from the character offsets of the trained spans, so a test that tokenizes piece by piece must also
+# reproduce the whole-conversation ids.
+gsm8k = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                     "How many clips did Natalia sell altogether in April and May?",
+         "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+                   "in April and May.\n#### 72"}
+chats = [
+    {"messages": [{"role": "user", "content": "Hi! What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."},
+                  {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "4 × 3 = 12 🙂"}]},
+    {"messages": [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Capital of France?"},
+                  {"role": "assistant", "content": "Paris"}, {"role": "user", "content": "Thanks"}]},
+]
+
+
+def render(msgs, gen):
+    return tok.apply_chat_template(msgs, chat_template=template, add_generation_prompt=gen, tokenize=False)
+
+
+def turns_case(msgs):
+    pieces, done = [], ""
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        for text, trained in ((render(msgs[:i], True), False), (render(msgs[:i + 1], False), True)):
+            assert text.startswith(done)
+            if len(text) > len(done):
+                pieces.append({"text": text[len(done):], "trained": trained})
+            done = text
+    full = render(msgs, False)
+    assert full.startswith(done)
+    if len(full) > len(done):
+        pieces.append({"text": full[len(done):], "trained": False})
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    spans, at = [], 0
+    for p in pieces:
+        if p["trained"]:
+            spans.append((at, at + len(p["text"])))
+        at += len(p["text"])
+    mask = [int(any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
+    return {"text": full, "pieces": pieces, "input_ids": enc["input_ids"], "trained_mask": mask}
+
+
+turns = {"template": template, "gsm8k": {"record": gsm8k, **turns_case(
+    [{"role": "user", "content": gsm8k["question"]}, {"role": "assistant", "content": gsm8k["answer"]}])},
+         "chats": [{"record": c, **turns_case(c["messages"])} for c in chats]}
+with open(os.path.join(ROOT, "tests/data/chat_turns_golden.json"), "w") as f:
+    json.dump(turns, f, ensure_ascii=False, indent=1)
+print(f"wrote 1 gsm8k and {len(chats)} chat cases")
