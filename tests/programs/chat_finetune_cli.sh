@@ -7,7 +7,8 @@
 # not a whole number of ggml's 32-weight blocks, so it has no Q4_1 form); on SmolLM2-135M-Instruct itself (--model
 # smollm2, all three bases) when it is in ${LORALAB_CACHE:-~/.cache/loralab}, else those checks are skipped with the
 # reason. tok512 spells the ChatML markers and SmolLM2's system turn out in pieces, so the tiny runs use T 256. Also: the
-# alias's error without the file, --template chat refused for a model without a template, --template alpaca still wins.
+# alias's error without the file, --template chat refused for a model without a template, --template alpaca still wins;
+# --format gsm8k and --format chat (multi-turn, TRL's messages) over the chat template or ChatML, and their refusals.
 set -u
 build="$1"; shared="$3"
 . "$(dirname "$0")/lib.sh"
@@ -43,6 +44,29 @@ expect "no chat template: the format's (alpaca)" test $? -eq 0 -a -n "$(grep '^t
 expect "--template chat without a chat template: exit 1, names the files" test $? -eq 1 -a \
   -n "$(grep -F "has a chat template (tokenizer.chat_template of a GGUF file)" "$tmp/nochat.log")"
 expect "... and writes nothing" test ! -e "$tmp/nochat/adapter_model.safetensors"
+
+# GSM8K and multi-turn chat records (tests/data/chat_turns_golden.json's), over the tiny GGUF's chat template
+python3 - "$R/tests/data/chat_turns_golden.json" "$tmp" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))
+with open(sys.argv[2] + "/gsm8k.jsonl", "w") as f: f.write("".join(json.dumps(g["gsm8k"]["record"]) + "\n" for _ in range(6)))
+with open(sys.argv[2] + "/chat.jsonl", "w") as f: f.write("".join(json.dumps(c["record"]) + "\n" for c in g["chats"] * 3))
+with open(sys.argv[2] + "/noassistant.jsonl", "w") as f: f.write(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+PY
+recs=(--tokenizer "$M/tok512.model" --max-steps 2 --batch-size 2 --seq-len 256 --logging-steps 1)  # run without --data, --val-size
+for fmt in gsm8k chat; do
+  "$ft" --model "$tmp/tiny.gguf" "${recs[@]}" --data "$tmp/$fmt.jsonl" --format "$fmt" --val-size 0 --output-dir "$tmp/$fmt" >"$tmp/$fmt.log" 2>&1
+  expect "--format $fmt: exits 0 with the model's chat template and writes an adapter" test $? -eq 0 -a \
+    -s "$tmp/$fmt/adapter_model.safetensors" -a -n "$(grep -F 'template=chat(chatml)' "$tmp/$fmt.log")"
+done
+"$ft" --model "$M/stories260K.bin" "${recs[@]}" --data "$tmp/chat.jsonl" --format chat --val-size 0 --output-dir "$tmp/chatml" >"$tmp/chatml.log" 2>&1
+expect "--format chat over a model without a chat template: ChatML" test $? -eq 0 -a -n "$(grep '^template: chatml$' "$tmp/chatml.log")"
+"$ft" --model "$M/stories260K.bin" "${recs[@]}" --data "$tmp/chat.jsonl" --format chat --template alpaca --val-size 0 --output-dir "$tmp/chatalp" >"$tmp/chatalp.log" 2>&1
+expect "--format chat --template alpaca: exit 1, asks for a chat template" test $? -eq 1 -a \
+  -n "$(grep -F 'needs a chat template' "$tmp/chatalp.log")"
+"$ft" --model "$tmp/tiny.gguf" "${recs[@]}" --data "$tmp/noassistant.jsonl" --format chat --val-size 0 --output-dir "$tmp/noas" >"$tmp/noas.log" 2>&1
+expect "a chat record without an assistant turn: exit 1, names the line" test $? -eq 1 -a \
+  -n "$(grep -F 'record at line 1: no assistant message' "$tmp/noas.log")"
 
 mkdir -p "$tmp/emptycache"
 LORALAB_CACHE="$tmp/emptycache" "$ft" --model smollm2 "${run[@]}" --output-dir "$tmp/x" >"$tmp/alias.log" 2>&1
