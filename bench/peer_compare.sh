@@ -189,12 +189,14 @@ md += ["", "Targets (issue 10):",
        target("30M with compute<bf16> ≥ 2x PEFT", lambda r: r["size"] == "30M" and r["config"].endswith("-bf16"), "speed_ratio", lambda v: v >= 2, min),
        target("260K speed ≥ 5x PEFT, every config", lambda r: r["size"] == "260K", "speed_ratio", lambda v: v >= 5, min),
        target("peak RSS ≤ 0.5x PEFT, every row", lambda r: True, "rss_ratio", lambda v: v <= 0.5, max),
-       "", "Issue 11:",
-       target("loralab measured ÷ planned step memory within 1 ± 0.05 (or 2 MiB), every row", lambda r: True, "memory_ratio",
-              lambda v: abs(v - 1) <= 0.05, lambda vals: max(vals, key=lambda x: abs(x[0] - 1)))]
-mem = [(r["loralab_measured_mib"] - r["loralab_planned_mib"], r) for r in rows if r["memory_ratio"] == r["memory_ratio"]]
-if mem and max(abs(d) for d, _ in mem) <= 2:
-    md[-1] = md[-1].replace("NOT met", "met (every row within 2 MiB)")
+       ""]
+mem = [r for r in rows if r["memory_ratio"] == r["memory_ratio"]]
+if mem:  # issue 11: the trainer's plan = what the step adds to the RSS, within 5 % or 2 MiB (the runtime's own pages)
+    w = max(mem, key=lambda r: abs(r["memory_ratio"] - 1))
+    ok = all(abs(r["memory_ratio"] - 1) <= 0.05 or abs(r["loralab_measured_mib"] - r["loralab_planned_mib"]) <= 2 for r in mem)
+    md += [f"Issue 11: loralab measured ÷ planned step memory, every row: worst {w['memory_ratio']:.3f}x "
+           f"({w['loralab_measured_mib'] - w['loralab_planned_mib']:+.1f} MiB, {names[w['config']]} {w['size']}); "
+           f"bound ±5 % or ±2 MiB: {'met' if ok else 'NOT met'}"]
 open(f"{out}/peer_compare.md", "w").write("\n".join(md) + "\n")
 with open(f"{out}/peer_compare.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
