@@ -6,8 +6,9 @@
 /// The model is a random-weight Llama (tests/nn/random_model.hpp, N(0, 0.02)) of --size 30M (dim 512, hidden 1376,
 /// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K; or, with --model FILE.gguf|smollm2, a real one
 /// (SmolLM2-135M-Instruct): float32 is its linears dequantized, nf4-b64-dq requantized from those floats, and q4_1
-/// the file's own Q4_1 blocks as the frozen base (nn::make_linear_from_file, as lora_vs_qlora --scheme q4_1). The batches are rows of --seq-len tokens cut from
-/// the bytes of --data (default: Debian's fortunes), the same rows for every base. Every base gets the same
+/// the file's own Q4_1 blocks as the frozen base (nn::make_linear_from_file, as lora_vs_qlora --scheme q4_1).
+/// The batches are rows of --seq-len tokens cut from the bytes of --data (default: Debian's fortunes; every byte is a
+/// token id of each vocabulary), the same rows for every base. Every base gets the same
 /// adapters (r 8, alpha 16, --dropout 0.05, on --targets) and AdamW; each run is the trainer's step (forward, loss,
 /// backward, clip, update) --warmup + --steps times; the warm-up steps are not timed.
 /// --rounds interleave the bases (each round runs every base once), and the median over all timed steps of a
@@ -88,7 +89,7 @@ std::string default_bases(const std::string& model) {
   return model.empty() ? "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row" : "float32,nf4-b64-dq,q4_1";
 }
 
-/// Resident memory now (VmRSS) and the high-water mark since the last reset (VmHWM), in MiB.
+/// A memory line of /proc/self/status in MiB: "VmRSS:" (resident now), "VmHWM:" (the peak since the last reset).
 double status_mib(const char* key) {
   std::ifstream in("/proc/self/status");
   for (std::string line; std::getline(in, line);)
