@@ -3,7 +3,9 @@
 # loralab vs PyTorch + PEFT: the same training step (r 8 all-linear LoRA, AdamW, clip 1.0) on the same model
 # shapes, loralab's build/bench/train_bench against bench/peft_peer.py, each config as its own process (so its
 # peak RSS is that config's), interleaved in rounds. Prints a header (CPU, BLAS of both sides), a Markdown table
-# (tokens/s, peak RSS and their ratios) and the issue's targets; writes OUT/peer_compare.{csv,md}.
+# (tokens/s, peak RSS and their ratios, loralab's planned vs measured step memory, the frozen linears' bits/weight
+# on both sides) and the issue's targets; writes OUT/peer_compare.{csv,md}. --sizes 135M (opt-in) is
+# SmolLM2-135M-Instruct from the cached GGUF (scripts/get_model.sh smollm2) on both sides.
 # The peer's venv: LORALAB_PEER_VENV=DIR reuses one, else build/peer-venv is created once (CPU torch + PEFT ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,19 +13,23 @@ die() { echo "peer_compare: $*" >&2; exit 2; }
 usage() {
   cat <<'EOF'
 usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16] [--threads 2] [--rounds 2]
-                             [--steps N] [--warmup 2] [--out build/peer_compare]
-  --sizes    model shapes of train_bench: 260K (B 4 x T 64), 30M (B 4 x T 256)
+                             [--steps N] [--warmup N] [--out build/peer_compare]
+  --sizes    model shapes of train_bench: 260K (B 4 x T 64), 30M (B 4 x T 256); 135M: SmolLM2-135M-Instruct from
+             ${LORALAB_CACHE:-~/.cache/loralab}/SmolLM2-135M-Instruct.Q4_1.gguf (B 4 x T 256; not a default: it needs
+             scripts/get_model.sh smollm2, and a 2-thread round takes minutes)
   --configs  lora: float32 base, checkpointing off; qlora: nf4 + double quant, checkpointing on (PEFT's default);
              qlora-nockpt: nf4 + double quant, checkpointing off; lora-bf16, qlora-bf16: loralab's compute<bf16>
-             (the frozen base's products in bf16, float accumulation) against the peer's float32 lora / qlora
+             (the frozen base's products in bf16, float accumulation) against the peer's float32 lora / qlora;
+             q4_1 (not a default): loralab only, QLoRA over ggml Q4_1 (the GGUF's own blocks at 135M), ckpt off
   --threads  threads of both sides (train_bench --threads, torch.set_num_threads)
   --rounds   each round runs every config, loralab and PEFT, the order alternating by round; medians over rounds
-  --steps    timed steps per run (default 20 at 260K, 3 at 30M); --warmup: untimed steps first
+  --steps    timed steps per run (default 20 at 260K, 3 at 30M, 2 at 135M); --warmup: untimed steps first
+             (default 2; 1 at 135M)
   --out      writes peer_compare.csv, peer_compare.md, runs.tsv and every run's log there
 env: LORALAB_PEER_VENV=DIR (a venv with torch transformers peft bitsandbytes), LORALAB_TRAIN_BENCH=BINARY
 EOF
 }
-sizes=260K,30M configs=lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16 threads=2 rounds=2 steps= warmup=2 out=build/peer_compare
+sizes=260K,30M configs=lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16 threads=2 rounds=2 steps= warmup= out=build/peer_compare
 while (($#)); do
   flag=$1 val=
   case $flag in
@@ -37,11 +43,13 @@ while (($#)); do
     --steps) steps=$val ;; --warmup) warmup=$val ;; --out) out=$val ;;
   esac
 done
-for s in ${sizes//,/ }; do [[ $s == 260K || $s == 30M ]] || die "--sizes: unknown size '$s' (known: 260K, 30M)"; done
-for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt|lora-bf16|qlora-bf16)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt, lora-bf16, qlora-bf16)"; done
+for s in ${sizes//,/ }; do [[ $s =~ ^(260K|30M|135M)$ ]] || die "--sizes: unknown size '$s' (known: 260K, 30M, 135M)"; done
+for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt|lora-bf16|qlora-bf16|q4_1)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt, lora-bf16, qlora-bf16, q4_1)"; done
 [[ -n ${sizes//,/} && -n ${configs//,/} ]] || die "--sizes and --configs need at least one value"
 for v in threads rounds steps; do [[ -z ${!v} && $v == steps || ${!v} =~ ^[1-9][0-9]*$ ]] || die "--$v '${!v}': need a positive integer"; done
-[[ $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': need an integer >= 0"
+[[ -z $warmup || $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': need an integer >= 0"
+gguf=${LORALAB_CACHE:-$HOME/.cache/loralab}/SmolLM2-135M-Instruct.Q4_1.gguf
+[[ ,$sizes, != *,135M,* || -f $gguf ]] || die "--sizes 135M needs $gguf: fetch it with scripts/get_model.sh smollm2"
 
 bin=${LORALAB_TRAIN_BENCH:-build/bench/train_bench}
 [[ -x $bin ]] || die "$bin not found: cmake --build build --target train_bench"
@@ -75,42 +83,49 @@ cpu="$(awk -F': ' '/^model name/ {m = $2} /^cpu family/ {f = $2} /^model[ \t]*:/
   END {printf "%s (family %s, model %s)", m, f, n}' /proc/cpuinfo), $(nproc) logical CPUs"
 echo "peer_compare: $cpu; sizes $sizes, configs $configs, threads $threads, rounds $rounds; logs in $out/logs"
 for s in ${sizes//,/ }; do  # the peer's random-weight checkpoint, written before anything is timed
-  "$py" bench/peft_peer.py --size "$s" --prepare --cache build/peer-cache > "$out/logs/setup_$s.json" 2> "$out/logs/setup_$s.log" ||
+  "$py" bench/peft_peer.py --size "$s" --prepare --cache build/peer-cache --gguf "$gguf" > "$out/logs/setup_$s.json" 2> "$out/logs/setup_$s.log" ||
     fail "$out/logs/setup_$s.log" "peft_peer.py --prepare --size $s"
 done
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
 run() {  # side round size config steps: one process, one line of runs.tsv
-  local side=$1 r=$2 s=$3 c=${4%-bf16} n=$5 T=256 base=float32 ck=off compute=float log=$out/logs/r$2_$3_$4_$1.log
+  local side=$1 r=$2 s=$3 c=${4%-bf16} n=$5 w=$6 T=256 base=float32 ck=off compute=float log=$out/logs/r$2_$3_$4_$1.log
+  local model=(--size "$s") planned= measured= bits=
   [[ $4 == *-bf16 ]] && compute=bf16  # loralab's bf16 products; the peer runs the float32 config of the same name
   [[ $s == 260K ]] && T=64
+  [[ $s == 135M ]] && model=(--model "$gguf")
   [[ $c == lora ]] || base=nf4-b64-dq
+  [[ $c == q4_1 ]] && base=q4_1
   [[ $c == qlora ]] && ck=on
   if [[ $side == loralab ]]; then
-    timed "$bin" --size "$s" --batch 4 --seq-len $T --bases $base --checkpointing $ck --compute $compute --rounds 1 --contention false --warmup "$warmup" \
+    timed "$bin" "${model[@]}" --batch 4 --seq-len $T --bases $base --checkpointing $ck --compute $compute --rounds 1 --contention false --warmup "$w" \
       --steps "$n" --threads "$threads" --csv "$out/logs/run.csv" > "$log" 2>&1 || fail "$log" "train_bench"
-    read -r step tps < <(awk -F, 'NR == 1 {for (i = 1; i <= NF; ++i) c[$i] = i}  # columns by name
-      NR == 2 {print $c["step_ms"] / 1000, $c["tokens_per_s"]}' "$out/logs/run.csv")
+    read -r step tps planned measured bits < <(awk -F, 'NR == 1 {for (i = 1; i <= NF; ++i) c[$i] = i}  # columns by name
+      NR == 2 {print $c["step_ms"] / 1000, $c["tokens_per_s"], $c["planned_mib"], $c["measured_mib"], $c["linear_bits_per_weight"]}' "$out/logs/run.csv")
   else
-    timed "$py" bench/peft_peer.py --size "$s" --config "$c" --warmup "$warmup" --steps "$n" --threads "$threads" \
+    timed "$py" bench/peft_peer.py --size "$s" --config "$c" --warmup "$w" --steps "$n" --threads "$threads" --gguf "$gguf" \
       --cache build/peer-cache > "$log" 2> "$log.err" || fail "$log.err" "peft_peer.py"
-    step=$(jget "$log" step_s) tps=$(jget "$log" tokens_per_s)
+    step=$(jget "$log" step_s) tps=$(jget "$log" tokens_per_s) bits=$(jget "$log" linear_bits_per_weight)
   fi
   read -r rss ut st < "$tf"
   own_cpu=$(awk -v a="$own_cpu" -v u="$ut" -v s="$st" 'BEGIN {print a + u + s}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$4" "$side" "$step" "$tps" "$((rss / 1024))" >> "$runs"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$4" "$side" "$step" "$tps" "$((rss / 1024))" "$planned" "$measured" \
+    "$bits" >> "$runs"
   printf '  round %s  %-4s %-12s %-7s %8.1f ms/step %9.0f tokens/s  peak RSS %5d MiB\n' "$r" "$s" "$4" "$side" \
     "$(awk -v x="$step" 'BEGIN {print 1e3 * x}')" "$tps" "$((rss / 1024))"
 }
 
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 load0=$(cut -d' ' -f1-3 /proc/loadavg) busy0=$(busy) t0=$(date +%s.%N) own_cpu=0
-printf 'round\tsize\tconfig\tside\tstep_s\ttokens_per_s\tpeak_rss_mib\n' > "$runs"
+printf 'round\tsize\tconfig\tside\tstep_s\ttokens_per_s\tpeak_rss_mib\tplanned_mib\tmeasured_mib\tlinear_bits\n' > "$runs"
 for ((r = 1; r <= rounds; r++)); do
   for s in ${sizes//,/ }; do
-    n=${steps:-$([[ $s == 260K ]] && echo 20 || echo 3)}
+    n=${steps:-$(case $s in 260K) echo 20 ;; 30M) echo 3 ;; *) echo 2 ;; esac)} w=${warmup:-$([[ $s == 135M ]] && echo 1 || echo 2)}
     for c in ${configs//,/ }; do
-      if ((r % 2)); then run loralab $r $s $c $n; run peft $r $s $c $n; else run peft $r $s $c $n; run loralab $r $s $c $n; fi
+      if [[ $c == q4_1 ]]; then  # loralab only: PEFT has no Q4_1 base; ggml blocks need K % 32 == 0, which 260K is not
+        if [[ $s == 260K ]]; then ((r > 1)) || echo "  (q4_1 skipped at 260K: its FFN K = 172 is not a multiple of ggml's block 32)"
+        else run loralab $r $s $c $n $w; fi
+      elif ((r % 2)); then run loralab $r $s $c $n $w; run peft $r $s $c $n $w; else run peft $r $s $c $n $w; run loralab $r $s $c $n $w; fi
     done
   done
 done
@@ -123,30 +138,48 @@ blas=$(cat "$out"/logs/r1_*_loralab.log | grep -m1 '^blas:' || true)  # the firs
 [[ -n $blas ]] || blas="no 'blas:' line from train_bench; linked: $(ldd "$bin" | awk '/blas|mkl|lapack/ {print $1}' | paste -sd' ')"
 s1=${sizes%%,*}
 python3 - "$runs" "$out" "$cpu" "$blas" "$(jget "$out/logs/setup_$s1.json" torch_info)" \
-  "$(jget "$out/logs/setup_$s1.json" versions)" "$load" "threads $threads, rounds $rounds, warmup $warmup, steps ${steps:-20 at 260K, 3 at 30M}" <<'EOF'
+  "$(jget "$out/logs/setup_$s1.json" versions)" "$load" "threads $threads, rounds $rounds, warmup ${warmup:-2 (1 at 135M)}, steps ${steps:-20 at 260K, 3 at 30M, 2 at 135M}" <<'EOF'
 import ast, csv, statistics, sys
 runs, out, cpu, blas, torch_info, versions, load, setup = sys.argv[1:]
 versions = ", ".join(f"{k} {v}" for k, v in ast.literal_eval(versions).items())
 names = {"lora": "LoRA (float32, ckpt off)", "qlora": "QLoRA nf4+DQ, ckpt on", "qlora-nockpt": "QLoRA nf4+DQ, ckpt off",
-         "lora-bf16": "LoRA, loralab compute<bf16> vs PEFT float32", "qlora-bf16": "QLoRA ckpt on, loralab compute<bf16> vs PEFT float32"}
+         "lora-bf16": "LoRA, loralab compute<bf16> vs PEFT float32", "qlora-bf16": "QLoRA ckpt on, loralab compute<bf16> vs PEFT float32",
+         "q4_1": "QLoRA ggml Q4_1 (loralab only), ckpt off"}
 cells = {}
 for row in csv.DictReader(open(runs), delimiter="\t"):
     cells.setdefault((row["size"], row["config"]), {}).setdefault(row["side"], []).append(row)
+nan = float("nan")
+def num(x):
+    return float(x) if x not in ("", None) else nan
 rows = []
 for (size, config), sides in cells.items():
     tps = {k: statistics.median(float(x["tokens_per_s"]) for x in v) for k, v in sides.items()}
     rss = {k: max(float(x["peak_rss_mib"]) for x in v) for k, v in sides.items()}
+    last = {k: v[-1] for k, v in sides.items()}
+    tps.setdefault("peft", nan), rss.setdefault("peft", nan), last.setdefault("peft", {})
     rows.append(dict(size=size, config=config, loralab_tokens_per_s=tps["loralab"], peft_tokens_per_s=tps["peft"],
                      speed_ratio=tps["loralab"] / tps["peft"], loralab_peak_rss_mib=rss["loralab"],
-                     peft_peak_rss_mib=rss["peft"], rss_ratio=rss["loralab"] / rss["peft"]))
+                     peft_peak_rss_mib=rss["peft"], rss_ratio=rss["loralab"] / rss["peft"],
+                     loralab_planned_mib=num(last["loralab"].get("planned_mib")),
+                     loralab_measured_mib=num(last["loralab"].get("measured_mib")),
+                     loralab_bits_per_weight=num(last["loralab"].get("linear_bits")),
+                     peft_bits_per_weight=num(last["peft"].get("linear_bits"))))
+    rows[-1]["memory_ratio"] = rows[-1]["loralab_measured_mib"] / rows[-1]["loralab_planned_mib"]
+def f(v, spec, unit=""):
+    return "—" if v != v else f"{v:{spec}}{unit}"
 md = [f"CPU: {cpu}", f"loralab: {blas}", f"PEFT side: {versions}; {torch_info}", setup, load, "",
       "| size | config | loralab tokens/s | PEFT tokens/s | speed ratio (loralab ÷ PEFT) | loralab peak RSS MiB "
-      "| PEFT peak RSS MiB | RSS ratio (loralab ÷ PEFT) |", "|---|---|--:|--:|--:|--:|--:|--:|"]
-md += [f"| {r['size']} | {names[r['config']]} | {r['loralab_tokens_per_s']:.0f} | {r['peft_tokens_per_s']:.0f} | "
-       f"{r['speed_ratio']:.2f}x | {r['loralab_peak_rss_mib']:.0f} | {r['peft_peak_rss_mib']:.0f} | {r['rss_ratio']:.2f}x |"
-       for r in rows]
+      "| PEFT peak RSS MiB | RSS ratio (loralab ÷ PEFT) | loralab planned MiB | loralab measured MiB | "
+      "frozen linears bits/weight loralab | PEFT |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+md += [f"| {r['size']} | {names[r['config']]} | {r['loralab_tokens_per_s']:.0f} | {f(r['peft_tokens_per_s'], '.0f')} | "
+       f"{f(r['speed_ratio'], '.2f', 'x')} | {r['loralab_peak_rss_mib']:.0f} | {f(r['peft_peak_rss_mib'], '.0f')} | "
+       f"{f(r['rss_ratio'], '.2f', 'x')} | {f(r['loralab_planned_mib'], '.1f')} | {f(r['loralab_measured_mib'], '.1f')} | "
+       f"{f(r['loralab_bits_per_weight'], '.3f')} | {f(r['peft_bits_per_weight'], '.3f')} |" for r in rows]
+md += ["", "loralab planned MiB: the trainer's memory plan for a step (weights, quantization statistics, adapters, grads, "
+       "optimizer, activations, workspace); measured MiB: the run's peak RSS less the RSS before its model was built "
+       "(the last round's run)."]
 def target(text, picked, key, ok, worst):
-    vals = [(r[key], names[r["config"]] + " " + r["size"]) for r in rows if picked(r)]
+    vals = [(r[key], names[r["config"]] + " " + r["size"]) for r in rows if picked(r) and r[key] == r[key]]
     if not vals: return f"- {text}: not measured in this run"
     v, where = worst(vals)
     return f"- {text}: {v:.2f}x{'' if len(vals) == 1 else ' (worst: ' + where + ')'}: {'met' if ok(v) else 'NOT met'}"
@@ -155,7 +188,15 @@ md += ["", "Targets (issue 10):",
        target("30M QLoRA (ckpt on) speed ≥ 1.5x PEFT", lambda r: r["size"] == "30M" and r["config"] == "qlora", "speed_ratio", lambda v: v >= 1.5, min),
        target("30M with compute<bf16> ≥ 2x PEFT", lambda r: r["size"] == "30M" and r["config"].endswith("-bf16"), "speed_ratio", lambda v: v >= 2, min),
        target("260K speed ≥ 5x PEFT, every config", lambda r: r["size"] == "260K", "speed_ratio", lambda v: v >= 5, min),
-       target("peak RSS ≤ 0.5x PEFT, every row", lambda r: True, "rss_ratio", lambda v: v <= 0.5, max)]
+       target("peak RSS ≤ 0.5x PEFT, every row", lambda r: True, "rss_ratio", lambda v: v <= 0.5, max),
+       ""]
+mem = [r for r in rows if r["memory_ratio"] == r["memory_ratio"]]
+if mem:  # issue 11: the trainer's plan = what the step adds to the RSS, within 5 % or 2 MiB (the runtime's own pages)
+    w = max(mem, key=lambda r: abs(r["memory_ratio"] - 1))
+    ok = all(abs(r["memory_ratio"] - 1) <= 0.05 or abs(r["loralab_measured_mib"] - r["loralab_planned_mib"]) <= 2 for r in mem)
+    md += [f"Issue 11: loralab measured ÷ planned step memory, every row: worst {w['memory_ratio']:.3f}x "
+           f"({w['loralab_measured_mib'] - w['loralab_planned_mib']:+.1f} MiB, {names[w['config']]} {w['size']}); "
+           f"bound ±5 % or ±2 MiB: {'met' if ok else 'NOT met'}"]
 open(f"{out}/peer_compare.md", "w").write("\n".join(md) + "\n")
 with open(f"{out}/peer_compare.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -4,8 +4,11 @@
 /// (LoRA) and over nf4, nf4+DQ, fp4 and int8 bases (QLoRA), on one model and one stream of batches.
 ///
 /// The model is a random-weight Llama (tests/nn/random_model.hpp, N(0, 0.02)) of --size 30M (dim 512, hidden 1376,
-/// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K. The batches are rows of --seq-len tokens cut from
-/// the bytes of --data (default: Debian's fortunes), the same rows for every base. Every base gets the same
+/// 8 layers, 8 heads, vocab 8192: 29.4M parameters), 5M or 260K; or, with --model FILE.gguf|smollm2, a real one
+/// (SmolLM2-135M-Instruct): float32 is its linears dequantized, nf4-b64-dq requantized from those floats, and q4_1
+/// the file's own Q4_1 blocks as the frozen base (nn::make_linear_from_file, as lora_vs_qlora --scheme q4_1).
+/// The batches are rows of --seq-len tokens cut from the bytes of --data (default: Debian's fortunes; every byte is a
+/// token id of each vocabulary), the same rows for every base. Every base gets the same
 /// adapters (r 8, alpha 16, --dropout 0.05, on --targets) and AdamW; each run is the trainer's step (forward, loss,
 /// backward, clip, update) --warmup + --steps times; the warm-up steps are not timed.
 /// --rounds interleave the bases (each round runs every base once), and the median over all timed steps of a
@@ -20,11 +23,13 @@
 ///
 ///   cmake --build build -j2 --target train_bench && ./build/bench/train_bench [--size 30M --threads 2 --csv out.csv]
 ///   ./build/bench/train_bench --fixed-rank --checkpointing off
+///   ./build/bench/train_bench --model smollm2 --checkpointing off --rounds 1   # float32, nf4-b64-dq, q4_1
 ///
 /// Runtime: about 4 minutes on an idle 2-core machine at 30M (defaults: B=4, T=256, 3 rounds of 1 warm-up + 2 timed
 /// steps per base and setting).
 /// Output: the config, a line on how busy other processes kept the cores, then a Markdown table with one row per
-/// base and checkpointing setting (--csv: the same as CSV).
+/// base and checkpointing setting (--csv: the same as CSV), with the planned step memory next to the measured: the
+/// run's peak RSS and that less the RSS before its model was built (what the model and the step added).
 #include <filesystem>
 #include <memory>
 #include <fstream>
@@ -41,6 +46,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fmt/os.h>
+#include <malloc.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -48,6 +54,8 @@
 #include "experiment/cli.hpp"
 #include "lora/lora.hpp"
 #include "train/trainer.hpp"
+#include "nn/gguf_model.hpp"
+#include "nn/model_io.hpp"
 #include "nn/random_model.hpp"
 #include "nn/weight_of.hpp"
 #include "quant/scheme_registry.hpp"
@@ -57,8 +65,9 @@ namespace data = loralab::data;
 namespace train = loralab::train;
 namespace nn = loralab::nn;
 namespace q = loralab::quant;
-/// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes and LLM.int8().
-using bench_schemes = q::scheme_list<q::float32, q::nf4<64>, q::double_quant<q::nf4<64>>, q::fp4<64>, q::int8_rowwise>;
+/// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes, LLM.int8() and
+/// ggml's Q4_1 (a GGUF's own blocks with --model; quantized from the floats otherwise, which needs K % 32 == 0).
+using bench_schemes = q::scheme_list<q::float32, q::nf4<64>, q::double_quant<q::nf4<64>>, q::fp4<64>, q::int8_rowwise, q::ggml_q4_1>;
 /// The bases --fixed-rank compares on (each fixed rank is another model type to compile): LoRA and QLoRA.
 using fixed_rank_schemes = q::scheme_list<q::float32, q::double_quant<q::nf4<64>>>;
 /// The ranks --fixed-rank compares, each as lora_linear<Base, r> and as lora_linear<Base> (dynamic_rank) with r.
@@ -67,13 +76,26 @@ constexpr int fixed_ranks[] = {8, 16};
 namespace {
 
 struct options {
-  std::string bases = "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row", checkpointing = "off,on", compute = "float";
-  std::string size = "30M", data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
+  std::string bases, checkpointing = "off,on", compute = "float";  // bases: default_bases(model)
+  std::string size = "30M", model, data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
   int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
   bool fixed_rank = false, contention = true;
 };
+
+/// --bases when not given: bitsandbytes' schemes over a random model; LoRA, QLoRA nf4+DQ and the file's Q4_1 over --model.
+std::string default_bases(const std::string& model) {
+  return model.empty() ? "float32,nf4-b64,nf4-b64-dq,fp4-b64,int8-row" : "float32,nf4-b64-dq,q4_1";
+}
+
+/// A memory line of /proc/self/status in MiB: "VmRSS:" (resident now), "VmHWM:" (the peak since the last reset).
+double status_mib(const char* key) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::string_view(key).size())) / 1024;
+  return NAN;
+}
 
 nn::llama_config config_of(const std::string& size) {
   if (size == "260K") return {.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .vocab_size = 512};
@@ -145,12 +167,19 @@ struct result {
   bool checkpointing = false;
   std::vector<double> steps;  ///< timed step seconds, all rounds
   double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0, gemm_flops = 0;
+  double rss_before_mib = NAN, peak_rss_mib = NAN;  ///< RSS before the model was built; the run's peak (trainer's VmHWM)
 };
+
+/// The RSS a run starts from: freed memory handed back first (malloc_trim), so one base's pages do not count for the next.
+double rss_before_model() {
+  malloc_trim(0);
+  return status_mib("VmRSS:");
+}
 
 /// The trainer's steps over one base with adapters of rank r: median step time of the timed steps.
 template <class Base, int Rank>
-result bench_base(const std::string& label, ll::lora_model<Base, Rank> m, bool checkpointing, data::prepared_dataset& data,
-                  const options& o, int rank = 8) {
+result bench_base(const std::string& label, double rss_before, ll::lora_model<Base, Rank> m, bool checkpointing,
+                  data::prepared_dataset& data, const options& o, int rank = 8) {
   const auto targets = ll::parse_targets(o.targets);
   ll::lora_config lc{};
   lc.r = rank;
@@ -166,22 +195,26 @@ result bench_base(const std::string& label, ll::lora_model<Base, Rank> m, bool c
   const train::run_record rec = tr.run();
   result r;
   r.base = label, r.checkpointing = checkpointing;
+  r.rss_before_mib = rss_before, r.peak_rss_mib = double(rec.peak_rss_bytes) / (1 << 20);
   r.steps.assign(rec.step_seconds.begin() + o.warmup, rec.step_seconds.end());
   r.step_s = loralab::bench::median(r.steps);
   r.linear_bits = ll::count_storage(m).linear_bits_per_weight();
   r.planned_mib = double(rec.memory.total()) / (1 << 20);
   r.loss = rec.step_losses.back();
   r.gemm_flops = step_gemm_flops(m.config, o.batch, o.seq_len, targets, rank, checkpointing);
-  fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f})\n", label, checkpointing ? "on" : "off",
-             1e3 * r.step_s, r.loss);
+  fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f}; planned {:.1f} MiB, measured {:.1f} MiB)\n", label,
+             checkpointing ? "on" : "off", 1e3 * r.step_s, r.loss, r.planned_mib, r.peak_rss_mib - r.rss_before_mib);
   std::fflush(stdout);
   return r;
 }
 
-/// The model every run trains: lora_model over linear<W, C> (float or bf16 products), rank R (dynamic by default).
+/// The model every run trains: lora_model over linear<W, C> (float or bf16 products), rank R (dynamic by default); a
+/// ggml scheme over a GGUF that stored its linears so takes the file's blocks (nn::make_linear_from_file).
 template <class W, class C = nn::compute<float>, int R = ll::dynamic_rank>
 ll::lora_model<nn::linear<W, C>, R> model_of(const nn::model_file& file) {
-  return ll::make_lora_model<nn::linear<W, C>, R>(file, [](const float* d, Eigen::Index n, Eigen::Index k) { return nn::make_linear<W, C>(d, n, k); });
+  return ll::make_lora_model<nn::linear<W, C>, R>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+    return nn::make_linear_from_file<W, C>(file, name, d, n, k);
+  });
 }
 
 /// --fixed-rank: one base at rank R, as lora_model<Base> (dynamic_rank, r = R) and as lora_model<Base, R>, one after
@@ -190,8 +223,14 @@ template <class S, int R, class Add>
 void bench_ranks(const std::string& base, const nn::model_file& file, bool ckpt, data::prepared_dataset& data,
                  const options& o, Add& add) {
   using W = nn::weight_of_t<S>;
-  const auto dynamic = [&] { add(bench_base(fmt::format("{} r {} dynamic", base, R), model_of<W>(file), ckpt, data, o, R)); };
-  const auto fixed = [&] { add(bench_base(fmt::format("{} r {} fixed", base, R), model_of<W, nn::compute<float>, R>(file), ckpt, data, o, R)); };
+  const auto dynamic = [&] {
+    const double rss = rss_before_model();
+    add(bench_base(fmt::format("{} r {} dynamic", base, R), rss, model_of<W>(file), ckpt, data, o, R));
+  };
+  const auto fixed = [&] {
+    const double rss = rss_before_model();
+    add(bench_base(fmt::format("{} r {} fixed", base, R), rss, model_of<W, nn::compute<float>, R>(file), ckpt, data, o, R));
+  };
   static int order = 0;
   if (order++ % 2 == 0) dynamic(), fixed();
   else fixed(), dynamic();
@@ -232,7 +271,8 @@ void contention_line(const std::string& base, bool ckpt, const nn::model_file& f
     for (const bool with_job : {false, true}) {
       const std::unique_ptr<loralab::bench::co_runner> job = with_job ? std::make_unique<loralab::bench::co_runner>() : nullptr;
       q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
-        const result r = bench_base(base + (with_job ? " +job" : " idle"), model_of<nn::weight_of_t<S>>(file), ckpt, data, o);
+        const double rss = rss_before_model();
+        const result r = bench_base(base + (with_job ? " +job" : " idle"), rss, model_of<nn::weight_of_t<S>>(file), ckpt, data, o);
         (with_job ? busy : idle).insert((with_job ? busy : idle).end(), r.steps.begin(), r.steps.end());
       });
     }
@@ -241,16 +281,36 @@ void contention_line(const std::string& base, bool ckpt, const nn::model_file& f
              1e3 * b, b / a, loralab::core::wait_policy_description());
 }
 
-int run(const options& o) {
-  nn::llama_config c = config_of(o.size);
-  c.max_seq_len = o.seq_len;
-  omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
-  // OpenBLAS's OpenMP build follows omp_set_num_threads: one thread count for both
-  const nn::model_file file = nn::random_model_file(c, o.seed, 0.02f);
+/// --size's random model, or the --model file (its parameter count in millions becomes o.size: "135M").
+nn::model_file model_file_of(options& o) {
+  if (o.model.empty()) {
+    nn::llama_config c = config_of(o.size);
+    c.max_seq_len = o.seq_len;
+    return nn::random_model_file(c, o.seed, 0.02f);
+  }
+  nn::model_file file = nn::load_model_file(o.model);
+  LORALAB_CHECK(o.seq_len <= file.config.max_seq_len, o.model, ": --seq-len ", o.seq_len, " is more than the model's context ",
+                file.config.max_seq_len);
+  LORALAB_CHECK(file.config.vocab_size >= 256, o.model, ": vocab_size ", file.config.vocab_size, " < 256 (the rows are bytes)");
   double params = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size());
+  o.size = fmt::format("{:.0f}M", params / 1e6);
+  return file;
+}
+
+int run(options o) {
+  omp_set_num_threads(o.threads > 0 ? o.threads : omp_get_num_procs());
+  // OpenBLAS's OpenMP build follows omp_set_num_threads: one thread count for both
+  const nn::model_file file = model_file_of(o);
+  const nn::llama_config& c = file.config;
+  double params = 0, file_mib = 0;
+  for (const auto& [name, t] : file.tensors) params += double(t.data.size()), file_mib += double(t.data.size()) * sizeof(float);
+  for (const auto& [name, t] : file.stored) file_mib += double(t.bytes.size());
   data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
   if (o.compute.find("bf16") != std::string::npos) fmt::print("bf16 products: {}\n", nn::bf16_gemm_backend());
+  if (!o.model.empty())
+    fmt::print("model: {} ({} linears stored as {}; the file in memory: {:.1f} MiB of floats and blocks, in every row's RSS)\n",
+               o.model, file.stored.size(), file.quantization.empty() ? "floats" : file.quantization, file_mib / (1 << 20));
   fmt::print("train_bench: {} ({:.2f}M parameters: dim={} hidden={} layers={} heads={} vocab={}), B={}, T={}, "
              "targets={}, r={}, dropout={}, AdamW, {} rounds of {} warm-up + {} timed steps (median), threads={}, seed={}, data={}\n",
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
@@ -264,7 +324,7 @@ int run(const options& o) {
   };
   const loralab::bench::load_monitor load;
   std::vector<std::string> bases;  // canonical scheme names (quant/scheme_registry.hpp); aliases such as nf4+dq accepted
-  std::stringstream list(o.bases);
+  std::stringstream list(o.bases.empty() ? default_bases(o.model) : o.bases);
   for (std::string item; std::getline(list, item, ',');) {
     bases.push_back(q::canonical_scheme_name(item));
     LORALAB_CHECK(bench_schemes::contains(bases.back()), "--bases: unknown value '", item, "' (known: ", bench_schemes::names(), ")");
@@ -291,8 +351,9 @@ int run(const options& o) {
         for (const std::string& c : computes)
           q::dispatch_scheme<bench_schemes>(base, [&]<class S>(std::type_identity<S>) {
             using W = nn::weight_of_t<S>;  // the base's products in float or bf16
-            if (c == "bf16") add(bench_base(base + " bf16", model_of<W, nn::compute<nn::bf16>>(file), ckpt, data, o));
-            else add(bench_base(base, model_of<W>(file), ckpt, data, o));
+            const double rss = rss_before_model();
+            if (c == "bf16") add(bench_base(base + " bf16", rss, model_of<W, nn::compute<nn::bf16>>(file), ckpt, data, o));
+            else add(bench_base(base, rss, model_of<W>(file), ckpt, data, o));
           });
       }
     }
@@ -313,19 +374,21 @@ int run(const options& o) {
     return double(NAN);  // no LoRA row with this setting: the ratio column stays empty
   };
   fmt::print("\n| base | checkpointing | ms/step | tokens/s | ÷ LoRA, same checkpointing | ÷ LoRA without checkpointing | "
-             "GEMM GFLOP/step | floor ms | ÷ floor | frozen linears bits/weight | planned memory MiB | last loss |\n"
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+             "GEMM GFLOP/step | floor ms | ÷ floor | frozen linears bits/weight | planned memory MiB | measured MiB (peak − before "
+             "the model) | ÷ planned | peak RSS MiB | last loss |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   std::string csv = "size,batch,seq_len,threads,base,checkpointing,step_ms,tokens_per_s,ratio_same_ckpt,ratio_vs_lora_no_ckpt,"
-                    "gemm_gflop,sgemm_gflops,floor_ms,ratio_to_floor,linear_bits_per_weight,planned_mib,last_loss";
+                    "gemm_gflop,sgemm_gflops,floor_ms,ratio_to_floor,linear_bits_per_weight,planned_mib,last_loss,measured_mib,peak_rss_mib";
   for (const result& r : rs) {
     const double same = r.step_s / lora_step(r.checkpointing), peft = r.step_s / lora_step(false);
     const double floor_s = r.gemm_flops / (gflops * 1e9);
-    fmt::print("| {} | {} | {:.1f} | {:.0f} | {:.3f} | {:.3f} | {:.1f} | {:.1f} | {:.2f} | {:.3f} | {:.1f} | {:.4f} |\n", r.base,
-               r.checkpointing ? "on" : "off", 1e3 * r.step_s, r.tokens_per_s, same, peft, r.gemm_flops / 1e9, 1e3 * floor_s,
-               r.step_s / floor_s, r.linear_bits, r.planned_mib, r.loss);
-    csv += fmt::format("\n{},{},{},{},{},{},{:.3f},{:.1f},{:.4f},{:.4f},{:.3f},{:.2f},{:.3f},{:.4f},{:.4f},{:.3f},{:.6f}", o.size,
-                       o.batch, o.seq_len, omp_get_max_threads(), r.base, r.checkpointing ? 1 : 0, 1e3 * r.step_s, r.tokens_per_s,
-                       same, peft, r.gemm_flops / 1e9, gflops, 1e3 * floor_s, r.step_s / floor_s, r.linear_bits, r.planned_mib, r.loss);
+    const double measured = r.peak_rss_mib - r.rss_before_mib;  // the last round's run of this row
+    fmt::print("| {} | {} | {:.1f} | {:.0f} | {:.3f} | {:.3f} | {:.1f} | {:.1f} | {:.2f} | {:.3f} | {:.1f} | {:.1f} | {:.3f} | {:.1f} | {:.4f} |\n",
+               r.base, r.checkpointing ? "on" : "off", 1e3 * r.step_s, r.tokens_per_s, same, peft, r.gemm_flops / 1e9, 1e3 * floor_s,
+               r.step_s / floor_s, r.linear_bits, r.planned_mib, measured, measured / r.planned_mib, r.peak_rss_mib, r.loss);
+    csv += fmt::format("\n{},{},{},{},{},{},{:.3f},{:.1f},{:.4f},{:.4f},{:.3f},{:.2f},{:.3f},{:.4f},{:.4f},{:.3f},{:.6f},{:.3f},{:.3f}",
+                       o.size, o.batch, o.seq_len, omp_get_max_threads(), r.base, r.checkpointing ? 1 : 0, 1e3 * r.step_s,
+                       r.tokens_per_s, same, peft, r.gemm_flops / 1e9, gflops, 1e3 * floor_s, r.step_s / floor_s, r.linear_bits,
+                       r.planned_mib, r.loss, measured, r.peak_rss_mib);
   }
   if (!o.csv.empty()) fmt::output_file(o.csv).print("{}\n", csv);
   return 0;
@@ -337,10 +400,12 @@ int main(int argc, char** argv) {
   return loralab::experiment::guarded_main("train_bench", [&] {
     options o;
     loralab::experiment::command_line cli("train_bench: LoRA vs QLoRA training step time on one model and one batch stream", o.seed);
-    cli.flag("bases", o.bases, "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row (QLoRA); aliases such as nf4+dq")
+    cli.flag("bases", o.bases, "comma list of scheme names: float32 (LoRA), nf4-b64, nf4-b64-dq, fp4-b64, int8-row, q4_1 (QLoRA); aliases "
+                               "such as nf4+dq (default: all but q4_1; with --model: float32,nf4-b64-dq,q4_1)")
         .flag("checkpointing", o.checkpointing, "comma list: off, on")
         .flag("compute", o.compute, "comma list: float (float32 products), bf16 (the frozen base's products in bf16, float accumulation: compute<bf16>)")
-        .flag("size", o.size, "model size: 260K, 5M or 30M")
+        .flag("size", o.size, "random model of this size: 260K, 5M or 30M")
+        .flag("model", o.model, "instead of --size: a model file (GGUF: its Q4_1 linears are q4_1's base), or smollm2 (the cached GGUF)")
         .flag("data", o.data, "text file whose bytes are the token stream")
         .flag("targets", o.targets, "adapter targets: q_proj,v_proj | all-linear | REGEX")
         .flag("dropout", o.dropout, "LoRA dropout on the adapter input")
