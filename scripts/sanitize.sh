@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Builds test suites with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ (-O1, -g1,
 # -fno-sanitize-recover: the first report fails the suite) and runs them through CTest.
-#   scripts/sanitize.sh        the CI subset (below): its suites only, no programs
+#   scripts/sanitize.sh        the CI subset: quant, io, io.pth, io.gguf, core (suites only, no programs)
 #   scripts/sanitize.sh --all  every library suite (quant, io, core, nn, lora, dataset, train) and the programs' tests
 # LORALAB_CMAKE_ARGS adds arguments to the configure step, as in scripts/setup.sh.
 # Expects the Debian packages scripts/setup.sh installs.
