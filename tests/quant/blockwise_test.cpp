@@ -36,7 +36,8 @@ std::vector<float> random_weights(std::mt19937_64& g, std::size_t n, dist d) {
 
 template <class T>
 bool same_bits(std::span<const T> a, std::span<const T> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+  // memcmp's pointers must not be null even for 0 bytes, and an empty span's data() may be (UBSan: nonnull-attribute)
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
 }
 
 template <blockwise_scheme S>
