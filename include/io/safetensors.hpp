@@ -334,9 +334,11 @@ inline void safetensors_file::parse() {
     }
     const std::string where = p + ": tensor '" + key + "'";
     if (!value.is_object()) fail(where, ": entry is a JSON ", value.type_name(), ", not an object");
+    // A named reference: clang before 16 cannot capture a structured binding in a lambda (C++20's P1091).
+    const json& entry = value;
     const auto field = [&](const char* name) -> const json& {
-      const auto it = value.find(name);
-      if (it == value.end()) fail(where, ": missing \"", name, "\"");
+      const auto it = entry.find(name);
+      if (it == entry.end()) fail(where, ": missing \"", name, "\"");
       return *it;
     };
 
