@@ -8,6 +8,7 @@
 // normal compiler plus fuzz/replay_main.cpp (the CTest suite that replays fuzz/corpus/ and tests/fuzz_regressions/).
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -53,13 +54,20 @@ inline std::filesystem::path write_file(std::string_view name, std::string_view 
   return write_file(name, reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
 }
 
-/// Runs fn(); a loralab::error is the documented refusal of bad input and ends the run quietly. Anything else
-/// propagates out of LLVMFuzzerTestOneInput, where libFuzzer (and the replay main) report it.
+/// Runs fn(); a loralab::error is the documented refusal of bad input and ends the run quietly (with
+/// LORALAB_FUZZ_VERBOSE=1 its message goes to stderr: what a seed or a regression file is refused for). Anything
+/// else propagates out of LLVMFuzzerTestOneInput, where libFuzzer (and the replay main) report it.
 template <class F>
 void expect_refusal_or_success(F&& fn) {
+  static const bool verbose = [] {
+    const char* v = std::getenv("LORALAB_FUZZ_VERBOSE");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
   try {
     fn();
-  } catch (const loralab::error&) {
+    if (verbose) std::fprintf(stderr, "fuzz: accepted\n");
+  } catch (const loralab::error& e) {
+    if (verbose) std::fprintf(stderr, "fuzz: refused: %s\n", e.what());
   }
 }
 
