@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
         if (e.is_regular_file()) files.push_back(e.path());
     } else if (std::filesystem::is_regular_file(p)) {
       files.push_back(p);
+    } else if (!std::filesystem::exists(p)) {
+      std::fprintf(stderr, "replay: %s does not exist (no regression inputs yet?), skipped\n", argv[i]);
     } else {
       std::fprintf(stderr, "replay: %s is neither a file nor a directory\n", argv[i]);
       return 2;

@@ -38,6 +38,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "io/mapped_file.hpp"
 
 namespace loralab::io {
@@ -303,7 +304,7 @@ inline void safetensors_file::parse() {
   };
   json header;
   try {
-    header = json::parse(text, text + n, note_duplicates);
+    header = json::parse(text, text + n, json_depth_limit(p + ": header", note_duplicates));
   } catch (const json::exception& e) {
     fail(p, ": header is not valid JSON: ", e.what());
   }
