@@ -59,15 +59,18 @@ build_one() {
 build() {
   command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (scripts/setup.sh --fuzz installs clang)" >&2; exit 1; }
   mkdir -p "$out"
-  local t pids=() failed=0 jobs
+  local t running=0 failed=0 jobs
   jobs=$(nproc)
   for t in "$@"; do
     [ -f "fuzz/$t.cpp" ] || { echo "fuzz: no target '$t' (scripts/fuzz.sh list)" >&2; exit 2; }
-    build_one "$t" &
-    pids+=($!)
-    if ((${#pids[@]} >= jobs)); then wait "${pids[0]}" || failed=1; pids=("${pids[@]:1}"); fi
   done
-  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  # A pool of nproc compilers: the next one starts as soon as any one finishes.
+  for t in "$@"; do
+    if ((running >= jobs)); then wait -n || failed=1; ((running--)); fi
+    build_one "$t" &
+    ((++running))
+  done
+  while ((running > 0)); do wait -n || failed=1; ((running--)); done
   ((failed == 0)) || { echo "fuzz: the build failed (the compiler's messages are above)" >&2; exit 1; }
 }
 
