@@ -51,5 +51,5 @@ put("safetensors", "elements_1e18.safetensors",
 # llama2.c tokenizer: a vocabulary of 2^31-1 tokens over a 12-byte file.
 put("llama2c_tokenizer", "vocab_2e9.bin", struct.pack("<iifi", 2**31 - 1, 4, 0.0, 1) + b"a")
 # llama2.c v1 header whose sizes multiply past 2^64.
-h = struct.pack("<Ii7iB", 0x616B3432, 1, 2**31 - 2, 2**31 - 1, 2**31 - 1, 2, 2, 2**31 - 1, 2**31 - 1, 1)
+h = struct.pack("<Ii7iB", 0x616B3432, 1, 2**31 - 4, 2**31 - 1, 2**31 - 1, 2, 2, 2**31 - 1, 2**31 - 1, 1)
 put("llama2c_checkpoint", "sizes_past_2e64.bin", h + b"\0" * (256 - len(h)))
