@@ -14,10 +14,11 @@
 # report, an exception other than loralab::error, a timeout or out-of-memory) stops the run, leaves the input in
 # build-fuzz/artifacts/TARGET/ and exits non-zero; copy that file to tests/fuzz_regressions/TARGET/ with the fix.
 # Needs clang, libclang-rt-14-dev (libFuzzer) and libomp-dev: scripts/setup.sh --fuzz installs them.
+# LORALAB_FUZZ_TIMEOUT (default 10): seconds one input may run before it is a hang; LORALAB_FUZZ_CXX: the compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'; }
 targets() { for f in fuzz/*.cpp; do b=$(basename "$f" .cpp); [ "$b" = replay_main ] || echo "$b"; done; }
 
 out=build-fuzz
