@@ -2,20 +2,24 @@
 # SPDX-License-Identifier: MIT
 # Installs loralab's dependencies from Debian's packages (only what is missing) and builds Release into build/:
 # by default only the main job, build/experiments/lora_vs_qlora; with --all (or LORALAB_SETUP_ALL=1) every
-# program, bench and test suite. LORALAB_CMAKE_ARGS adds arguments to the configure step.
+# program, bench and test suite. LORALAB_CMAKE_ARGS adds arguments to the configure step. --fuzz (or
+# LORALAB_SETUP_FUZZ=1) also installs what scripts/fuzz.sh needs: clang, libFuzzer and LLVM's OpenMP runtime.
 # Idempotent: a second run finds everything installed and rebuilds nothing that is up to date.
 # Output: one line per stage; the compiler's own lines (warnings, errors) still come through, its progress does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 all="${LORALAB_SETUP_ALL:-0}"
+fuzz="${LORALAB_SETUP_FUZZ:-0}"
 for arg in "$@"; do
   case "$arg" in
     --all) all=1 ;;
+    --fuzz) fuzz=1 ;;
     -h|--help)
-      echo "usage: scripts/setup.sh [--all]"
+      echo "usage: scripts/setup.sh [--all] [--fuzz]"
       echo "  installs the Debian packages loralab needs and builds Release into build/:"
       echo "  lora_vs_qlora only (the main job), or with --all (or LORALAB_SETUP_ALL=1) every program and test suite."
+      echo "  --fuzz (or LORALAB_SETUP_FUZZ=1): also clang, libFuzzer and libomp for scripts/fuzz.sh."
       echo "  LORALAB_CMAKE_ARGS: more arguments for cmake's configure step."
       exit 0 ;;
     *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
@@ -30,6 +34,8 @@ packages=(
   libsentencepiece-dev sentencepiece
   gnuplot-nox fortunes fortunes-min
 )
+# scripts/fuzz.sh: clang++ -fsanitize=fuzzer (libFuzzer is in libclang-rt-14-dev) with -fopenmp (LLVM's libomp).
+[ "$fuzz" = 1 ] && packages+=(clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

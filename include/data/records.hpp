@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "data/prompt_template.hpp"
 
 namespace loralab::data {
@@ -212,10 +213,12 @@ inline std::vector<json_record> read_json_records(std::string_view text, const s
   if (first < text.size() && text[first] == '[') {
     nlohmann::json array;
     try {
-      array = nlohmann::json::parse(text);
+      array = nlohmann::json::parse(text, io::json_depth_limit(file));
     } catch (const nlohmann::json::parse_error& e) {
       const auto [line, col] = line_column(text, e.byte == 0 ? 0 : e.byte - 1);
       fail(file, ":", line, ":", col, ": invalid JSON: ", json_reason(e));
+    } catch (const nlohmann::json::exception& e) {  // a number beyond a double (out_of_range 406) has no offset
+      fail(file, ": invalid JSON: ", e.what());
     }
     LORALAB_CHECK(array.is_array(), file, ": expected a JSON array of objects");
     const std::vector<std::size_t> offsets = array_element_offsets(text);
@@ -233,10 +236,12 @@ inline std::vector<json_record> read_json_records(std::string_view text, const s
       pos = end + 1;
       if (is_blank(s)) continue;
       try {
-        out.push_back({nlohmann::json::parse(s), line});
+        out.push_back({nlohmann::json::parse(s, io::json_depth_limit(file + ":" + std::to_string(line))), line});
       } catch (const nlohmann::json::parse_error& e) {
         const std::size_t col = e.byte == 0 ? 1 : std::min<std::size_t>(e.byte, s.size() + 1);
         fail(file, ":", line, ":", col, ": invalid JSON: ", json_reason(e));
+      } catch (const nlohmann::json::exception& e) {  // a number beyond a double (out_of_range 406)
+        fail(file, ":", line, ": invalid JSON: ", e.what());
       }
     }
   }

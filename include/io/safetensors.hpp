@@ -38,6 +38,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "io/mapped_file.hpp"
 
 namespace loralab::io {
@@ -303,7 +304,7 @@ inline void safetensors_file::parse() {
   };
   json header;
   try {
-    header = json::parse(text, text + n, note_duplicates);
+    header = json::parse(text, text + n, json_depth_limit(p + ": header", note_duplicates));
   } catch (const json::exception& e) {
     fail(p, ": header is not valid JSON: ", e.what());
   }
@@ -334,9 +335,11 @@ inline void safetensors_file::parse() {
     }
     const std::string where = p + ": tensor '" + key + "'";
     if (!value.is_object()) fail(where, ": entry is a JSON ", value.type_name(), ", not an object");
+    // A named reference: clang before 16 cannot capture a structured binding in a lambda (C++20's P1091).
+    const json& entry = value;
     const auto field = [&](const char* name) -> const json& {
-      const auto it = value.find(name);
-      if (it == value.end()) fail(where, ": missing \"", name, "\"");
+      const auto it = entry.find(name);
+      if (it == entry.end()) fail(where, ": missing \"", name, "\"");
       return *it;
     };
 

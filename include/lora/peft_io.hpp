@@ -17,6 +17,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "lora/lora_model.hpp"
 
@@ -103,9 +104,9 @@ struct loaded_adapter_config {
 
 inline loaded_adapter_config read_adapter_config(const std::filesystem::path& dir) {
   const auto path = dir / "adapter_config.json";
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   LORALAB_CHECK(in, path.string(), ": cannot open");
-  const auto j = nlohmann::json::parse(in, nullptr, false);
+  const auto j = io::parse_json(std::string{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()}, path.string());
   LORALAB_CHECK(j.is_object(), path.string(), ": not a JSON object");
   const auto where = path.string();
   const auto peft_type = j.contains("peft_type") ? j.at("peft_type").dump() : std::string("missing");

@@ -33,6 +33,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "nn/config.hpp"
 
@@ -49,11 +50,9 @@ using json = nlohmann::json;
 inline json read_json_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path.string(), ": not valid JSON: ", e.what());
-  }
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) fail(path.string(), ": read error");
+  return io::parse_json(text, path.string());
 }
 
 /// The shortest decimal that reads back as f, as a double, so that a JSON file says 1e-05, not 9.99999974e-06.

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "io/json.hpp"
 #include "io/python_float.hpp"
 #include "io/safetensors.hpp"
 #include "quant/blockwise_tensor.hpp"
@@ -155,8 +156,8 @@ bnb_quant_state read_bnb_quant_state(const File& f, const std::string& name) {
   LORALAB_CHECK(blob, where, ": no quant_state.bitsandbytes__nf4/__fp4 tensor: not a bnb 4-bit weight");
   LORALAB_CHECK(blob->type == io::dtype::U8, where, ": quant_state must be U8 bytes");
   const std::string text(reinterpret_cast<const char*>(blob->bytes.data()), blob->bytes.size());
-  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  LORALAB_CHECK(j.is_object(), where, ": quant_state is not a JSON object: ", text);
+  const auto j = io::parse_json(text, where + ": quant_state");
+  LORALAB_CHECK(j.is_object(), where, ": quant_state is not a JSON object: ", text.substr(0, 200), text.size() > 200 ? "…" : "");
   bnb_quant_state s;
   const auto field = [&](const char* key, auto& out) {
     LORALAB_CHECK(j.contains(key), where, ": quant_state lacks field '", key, "'");

@@ -274,6 +274,12 @@ BOOST_AUTO_TEST_CASE(malformed_records_name_the_file_the_line_and_the_field) {
   expect(quote, data_format::quotes, {quote.string() + ":2: field 'quote' is missing"});
   const fs::path wrong_format = file("wrong.jsonl", R"({"quote": "x", "author": "y"})");
   expect(wrong_format, data_format::alpaca, {wrong_format.string() + ":1: field 'instruction' is missing"});
+  // Hostile JSON: nesting 10^5 deep (refused while parsing, naming the limit), a number beyond a double.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect(file("deep.json", "[" + deep + "]"), data_format::alpaca, {"deep.json: JSON nested deeper than the limit of 512"});
+  expect(file("deep.jsonl", ok + "\n" + deep), data_format::alpaca, {"deep.jsonl:2: JSON nested deeper than the limit"});
+  expect(file("huge.json", R"([{"instruction": 1e400}])"), data_format::alpaca, {"huge.json: invalid JSON", "1e400"});
+  expect(file("huge.jsonl", R"({"instruction": -1e999})"), data_format::alpaca, {"huge.jsonl:1: invalid JSON"});
   // Empty datasets.
   expect(file("empty.json", "[]"), data_format::alpaca, {"empty.json: no records"});
   expect(file("empty.jsonl", "\n\n"), data_format::dolly, {"empty.jsonl: no records"});

@@ -642,6 +642,12 @@ BOOST_AUTO_TEST_CASE(bad_hf_config) {
 
   write_bytes(dir / "config.json", "{\"hidden_size\": 64,");
   check_error([&] { read_hf_dir(dir); }, {"config.json", "JSON"});
+  // Hostile JSON: nesting 10^5 deep is refused while parsing (dump or copy would recurse once per level), a number
+  // beyond a double is invalid JSON, not an escaping nlohmann exception.
+  write_bytes(dir / "config.json", "{\"rope_scaling\": " + std::string(100000, '[') + std::string(100000, ']') + "}");
+  check_error([&] { read_hf_dir(dir); }, {"config.json", "nested deeper than the limit of 512 levels"});
+  write_bytes(dir / "config.json", "{\"rms_norm_eps\": 1e400}");
+  check_error([&] { read_hf_dir(dir); }, {"config.json", "not valid JSON", "1e400"});
   fs::remove(dir / "config.json");
   check_error([&] { read_hf_dir(dir); }, {"config.json"});
 }
