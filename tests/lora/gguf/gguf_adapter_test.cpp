@@ -23,6 +23,7 @@
 #include "lora/peft_io.hpp"
 #include "nn/gguf_model.hpp"
 #include "nn/model_io.hpp"
+#include "expect_error.hpp"
 #include "test_support.hpp"
 
 using namespace loralab;
@@ -31,19 +32,7 @@ using io::ggml_type;
 
 namespace {
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    BOOST_ERROR("no loralab::error thrown; wanted one containing \"" << needles.front() << "\"");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) {
-      BOOST_TEST_INFO("what(): " << what);
-      BOOST_TEST(what.find(n) != std::string::npos, "missing \"" << n << "\"");
-    }
-  }
-}
+using loralab::testing::expect_error;
 
 /// The tiny golden llama (2 layers, dim 32, 4 heads, 2 KV heads, FFN 64, vocab 96) with all-linear adapters, r 4,
 /// alpha 8, A kaiming-uniform and B drawn too (PEFT's B starts at zero, which would hide B's layout).

@@ -57,12 +57,16 @@ BOOST_AUTO_TEST_CASE(alpaca_records_render_as_transformers_chat_template) {
   }
 }
 
+/// SmolLM2's tokenizer from the cached GGUF, or nullptr with the skip reason printed.
+std::unique_ptr<nn::tokenizer> smollm2_tokenizer() {
+  if (fs::exists(smollm2_gguf())) return nn::load_tokenizer(smollm2_gguf().string(), 49152);
+  BOOST_TEST_MESSAGE("skipped: " << smollm2_gguf() << " is absent (scripts/get_model.sh smollm2)");
+  return nullptr;
+}
+
 BOOST_AUTO_TEST_CASE(ids_and_mask_equal_trl_completion_only_loss) {
-  if (!fs::exists(smollm2_gguf())) {
-    BOOST_TEST_MESSAGE("skipped: " << smollm2_gguf() << " is absent (scripts/get_model.sh smollm2)");
-    return;
-  }
-  const auto tok = nn::load_tokenizer(smollm2_gguf().string(), 49152);
+  const auto tok = smollm2_tokenizer();
+  if (!tok) return;
   const data::chat_template t = data::detect_chat_template(golden()["template"].get<std::string>());
   for (const auto& c : golden()["cases"]) {
     const data::example ex = data::tokenize(*tok, data::render_chat_record(t, record_of(c)), false, /*frame=*/false);
@@ -132,11 +136,8 @@ BOOST_AUTO_TEST_CASE(gsm8k_and_chat_records_render_as_transformers_chat_template
 }
 
 BOOST_AUTO_TEST_CASE(chat_record_ids_and_mask_train_every_assistant_turn) {
-  if (!fs::exists(smollm2_gguf())) {
-    BOOST_TEST_MESSAGE("skipped: " << smollm2_gguf() << " is absent (scripts/get_model.sh smollm2)");
-    return;
-  }
-  const auto tok = nn::load_tokenizer(smollm2_gguf().string(), 49152);
+  const auto tok = smollm2_tokenizer();
+  if (!tok) return;
   const data::chat_template t = data::detect_chat_template(turns_golden()["template"].get<std::string>());
   std::vector<nlohmann::json> chats;
   for (const auto& c : turns_golden()["chats"]) chats.push_back(c["record"]);

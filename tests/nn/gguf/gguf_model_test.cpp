@@ -79,6 +79,14 @@ std::vector<float> stored_values(const std::vector<float>& v, std::size_t rows, 
   return out;
 }
 
+/// `m` written as llama.cpp ships small models: Q4_1 linears, a Q8_0 embedding, F32 norms. Returns `p`.
+fs::path write_q4_1(const fs::path& p, const model_file& m) {
+  gguf_write_options o;
+  o.linear_type = ggml_type::Q4_1, o.embed_type = ggml_type::Q8_0;
+  write_gguf_model(p, m, o);
+  return p;
+}
+
 }  // namespace
 
 // ---- round trips through the writer ---------------------------------------------------------------------------
@@ -142,10 +150,7 @@ BOOST_AUTO_TEST_CASE(stored_types_read_back_as_their_values) {
 BOOST_AUTO_TEST_CASE(q4_1_blocks_are_the_frozen_base_without_requantizing) {
   testing::temp_dir tmp;
   const model_file m = random_model_file(small_config(true), 5);
-  const fs::path p = tmp.path / "q.gguf";
-  gguf_write_options o;
-  o.linear_type = ggml_type::Q4_1, o.embed_type = ggml_type::Q8_0;
-  write_gguf_model(p, m, o);
+  const fs::path p = write_q4_1(tmp.path / "q.gguf", m);
   const model_file back = read_gguf_model(p);
   auto qm = make_stored_quant_model<quant::ggml_q4_1>(back);
   qm.for_each_linear([&](const std::string& name, auto& lin) {
@@ -176,10 +181,7 @@ BOOST_AUTO_TEST_CASE(q4_1_blocks_are_the_frozen_base_without_requantizing) {
 BOOST_AUTO_TEST_CASE(blocks_only_read_holds_no_float_linears) {
   testing::temp_dir tmp;
   const model_file m = random_model_file(small_config(true), 6);
-  const fs::path p = tmp.path / "q.gguf";
-  gguf_write_options o;
-  o.linear_type = ggml_type::Q4_1, o.embed_type = ggml_type::Q8_0;
-  write_gguf_model(p, m, o);
+  const fs::path p = write_q4_1(tmp.path / "q.gguf", m);
   const model_file full = read_gguf_model(p), lean = load_model_file(p, gguf_linears::blocks_only);
   BOOST_TEST(!full.blocks_only);
   BOOST_TEST(lean.blocks_only);
