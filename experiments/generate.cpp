@@ -81,7 +81,7 @@ struct prompt_format {
   std::string system, input;
   bool add_bos = true;
   std::string render(const std::string& user_text) const {
-    if (tmpl) return data::render(*tmpl, data::record{user_text, input, "", 0}).prompt;
+    if (tmpl) return data::render(*tmpl, data::record{user_text, input, "", 0, {}}).prompt;
     if (!chat) return user_text;
     std::vector<data::chat_message> msgs;
     if (!system.empty()) msgs.push_back({"system", system});

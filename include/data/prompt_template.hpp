@@ -52,7 +52,7 @@ struct record {
   std::size_t line = 0;  ///< 1-based line of the file where the record starts (for messages)
   /// A chat record's conversation (format chat: TRL's `messages`); empty for every other format. Rendered by a chat
   /// template only (render_chat_turns), with the loss on every assistant turn.
-  std::vector<chat_message> messages;
+  std::vector<chat_message> messages = {};  // (= {}: brace-initialized records may leave it out)
 
   friend bool operator==(const record&, const record&) = default;
 };

@@ -337,14 +337,14 @@ inline std::vector<record> split_text(std::string_view text, text_split split) {
   const auto add = [&](std::size_t begin, std::size_t end, std::size_t line) {
     std::size_t skipped = 0;
     const std::string_view doc = detail::trim_document(text.substr(begin, end - begin), skipped);
-    if (!doc.empty()) out.push_back({{}, {}, std::string(doc), line + skipped});
+    if (!doc.empty()) out.push_back({{}, {}, std::string(doc), line + skipped, {}});
   };
   switch (split) {
     case text_split::line: {
       std::size_t line = 1;
       for (std::size_t pos = 0; pos < text.size(); ++line) {
         const auto [s, next] = detail::next_line(text, pos);
-        if (!detail::is_blank(s)) out.push_back({{}, {}, std::string(s), line});
+        if (!detail::is_blank(s)) out.push_back({{}, {}, std::string(s), line, {}});
         pos = next;
       }
       break;

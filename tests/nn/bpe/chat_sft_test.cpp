@@ -32,7 +32,7 @@ const nlohmann::json& golden() {
 }
 
 data::record record_of(const nlohmann::json& c) {
-  return {c["record"]["instruction"], c["record"]["input"], c["record"]["output"], 1};
+  return {c["record"]["instruction"], c["record"]["input"], c["record"]["output"], 1, {}};
 }
 
 fs::path smollm2_gguf() {
@@ -83,7 +83,7 @@ BOOST_AUTO_TEST_CASE(ids_and_mask_equal_trl_completion_only_loss) {
 
 BOOST_AUTO_TEST_CASE(text_records_are_refused_naming_the_line) {
   const data::chat_template t = data::detect_chat_template(golden()["template"].get<std::string>());
-  data::record r{"", "", "just text", 7};
+  data::record r{"", "", "just text", 7, {}};
   try {
     (void)data::render_chat_record(t, r);
     BOOST_ERROR("expected an error");
