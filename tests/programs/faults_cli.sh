@@ -21,8 +21,9 @@ tmp=$(mktemp -d); trap 'if [ -n "$bg" ]; then kill -KILL "$bg" 2>/dev/null; wait
 seed=${FAULT_SEED:-$((RANDOM * 32768 + RANDOM))}; RANDOM=$seed
 kills=${FAULT_KILLS:-6}
 echo "kill delays: FAULT_SEED=$seed, $kills kills"
-base=(--model "$M/stories260K.bin" --tokenizer "$M/tok512.model" --batch-size 4 --data "$D/english_quotes.jsonl"
-      --format quotes --seq-len 64 --export-base none --threads 1 --logging-steps 1)
+rest=(--tokenizer "$M/tok512.model" --batch-size 4 --data "$D/english_quotes.jsonl" --format quotes --seq-len 64
+      --export-base none --threads 1 --logging-steps 1)
+base=(--model "$M/stories260K.bin" "${rest[@]}")
 run=("${base[@]}" --max-steps 16 --save-steps 2)
 
 # every checkpoint-N in $1 matches its manifest.json (sizes and CRC-32 of every file); prints the first mismatch
@@ -126,7 +127,7 @@ b = bytearray(open(sys.argv[1], "rb").read())
 b[28 + 4 * 100:28 + 4 * 101] = struct.pack("<f", float("nan"))  # 7 int32 of header, then token embeddings
 open(sys.argv[2], "wb").write(b)
 EOF
-"$ft" "${six[@]}" --model "$tmp/nan.bin" --output-dir "$tmp/nanbase" >/dev/null 2>"$tmp/n.err"; rc=$?
+"$ft" --model "$tmp/nan.bin" "${rest[@]}" --max-steps 6 --output-dir "$tmp/nanbase" >/dev/null 2>"$tmp/n.err"; rc=$?
 expect "NaN base weight: exits 1 (got $rc), names the file and tensor" \
   grep -qF "$tmp/nan.bin: base weight 'model.embed_tokens.weight' holds NaN at element 100" "$tmp/n.err"
 expect "NaN base weight: nothing written" test ! -e "$tmp/nanbase/adapter_model.safetensors" -a -z "$(ls "$tmp/nanbase" 2>/dev/null | grep checkpoint)"
@@ -160,7 +161,7 @@ expect "NaN in a checkpoint's adapter: --resume-from exits 1 (got $rc), names th
 # a NaN adapter weight read with --adapter (a new run): step 1 stops, naming the tensor; nothing is saved
 mkdir "$tmp/nanpeft"; cp "$tmp/six/adapter_config.json" "$tmp/six/adapter_model.safetensors" "$tmp/nanpeft/"
 poke "$tmp/nanpeft/adapter_model.safetensors" "$A" 0 nan
-"$ft" "${six[@]}" --save-steps 1 --output-dir "$tmp/nanrun" --adapter "$tmp/nanpeft" >/dev/null 2>"$tmp/n.err"; rc=$?
+"$ft" "${base[@]}" --max-steps 6 --save-steps 1 --output-dir "$tmp/nanrun" --adapter "$tmp/nanpeft" >/dev/null 2>"$tmp/n.err"; rc=$?
 expect "NaN adapter weight in training: exits 1 (got $rc), names the step and tensor" \
   grep -qF "step 1: loss is NaN (micro-batch 0 of epoch 0); first non-finite tensor: weight '$A' is NaN at element 0: training stopped; the last good checkpoint is kept (none saved yet)" "$tmp/n.err"
 expect "NaN adapter weight in training: no checkpoint, no adapter written" \
