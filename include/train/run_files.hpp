@@ -203,7 +203,7 @@ int resume_from(trainer<Model>& t, const std::filesystem::path& dir, std::ostrea
   } catch (const loralab::error& e) {
     fail(opt_path.string(), ": ", e.what());
   }
-  if (log) *log << "resume: continuing from " << dir << " (step " << s.global_step << ")\n";
+  if (log) *log << "resume: continuing from " << dir << " (step " << s.global_step << ")" << std::endl;  // shown before a kill
   return s.global_step;
 }
 
@@ -214,7 +214,7 @@ template <class Model>
 int resume_latest(trainer<Model>& t, const std::filesystem::path& output_dir, std::ostream* log = &std::cout) {
   const auto all = list_checkpoints(output_dir);
   if (all.empty()) {
-    if (log) *log << "resume: no checkpoint in " << output_dir << ", starting from step 0\n";
+    if (log) *log << "resume: no checkpoint in " << output_dir << ", starting from step 0" << std::endl;
     return 0;
   }
   try {

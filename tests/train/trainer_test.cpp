@@ -263,27 +263,29 @@ struct file_size_limit final : train_observer<lora_model<nn::linear<nn::dense_we
 BOOST_AUTO_TEST_CASE(disk_full_while_saving_stops_and_keeps_the_previous_checkpoint) {
   loralab::testing::temp_dir dir;
   const auto out = dir.path / "full";
-  auto d = quotes(4);
-  auto m = make_lora_dense_model<float>(stories());
-  static_assert(std::same_as<decltype(m), lora_model<nn::linear<nn::dense_weight<float>>>>);
-  auto o = options(out, 6);
-  o.save_steps = 3;
-  lora_config lc;
-  const auto targets = parse_targets("q_proj,v_proj");
-  attach_adapters(m, lc, targets, o.seed);
-  trainer t(m, d, o);
-  file_size_limit full(4, 20000);  // after checkpoint-3: the 35 KB adapter file of checkpoint-6 does not fit
-  run_files<decltype(m)> files(out, lc, targets, "stories260K");
-  t.observe(full).observe(files);
-  const std::string e = error_of([&] { t.run(); });
-  BOOST_TEST(has(e, "step 6: checkpoint-6 could not be saved: "));
-  BOOST_TEST(has(e, "adapter_model.safetensors: write failed: File too large"));
-  BOOST_TEST(has(e, "The newest complete checkpoint is " + (out / "checkpoint-3").string() + " (--resume continues from it)"));
-  BOOST_TEST(!std::filesystem::exists(out / "checkpoint-6"));
-  for (const auto& f : std::filesystem::directory_iterator(out))
-    BOOST_TEST(!has(f.path().filename().string(), "partial"), f.path() << ": a leftover of the failed save");
-  BOOST_TEST(verify_checkpoint(out / "checkpoint-3").empty());
-  BOOST_TEST(!std::filesystem::exists(out / "adapter_model.safetensors"));
+  {  // the limit holds in this block only
+    auto d = quotes(4);
+    auto m = make_lora_dense_model<float>(stories());
+    static_assert(std::same_as<decltype(m), lora_model<nn::linear<nn::dense_weight<float>>>>);
+    auto o = options(out, 6);
+    o.save_steps = 3;
+    lora_config lc;
+    const auto targets = parse_targets("q_proj,v_proj");
+    attach_adapters(m, lc, targets, o.seed);
+    trainer t(m, d, o);
+    file_size_limit full(4, 20000);  // after checkpoint-3: the 35 KB adapter file of checkpoint-6 does not fit
+    run_files<decltype(m)> files(out, lc, targets, "stories260K");
+    t.observe(full).observe(files);
+    const std::string e = error_of([&] { t.run(); });
+    BOOST_TEST(has(e, "step 6: checkpoint-6 could not be saved: "));
+    BOOST_TEST(has(e, "adapter_model.safetensors: write failed: File too large"));
+    BOOST_TEST(has(e, "The newest complete checkpoint is " + (out / "checkpoint-3").string() + " (--resume continues from it)"));
+    BOOST_TEST(!std::filesystem::exists(out / "checkpoint-6"));
+    for (const auto& f : std::filesystem::directory_iterator(out))
+      BOOST_TEST(!has(f.path().filename().string(), "partial"), f.path() << ": a leftover of the failed save");
+    BOOST_TEST(verify_checkpoint(out / "checkpoint-3").empty());
+    BOOST_TEST(!std::filesystem::exists(out / "adapter_model.safetensors"));
+  }
   // the run goes on from checkpoint-3 once there is space, bit for bit
   const auto resumed = six_steps(out, true);
   const auto straight = six_steps(dir.path / "straight");
