@@ -90,7 +90,7 @@ import json,sys; a=json.load(open('$tmp/ref/run.json'))['step_losses']; b=json.l
 expect "metrics.jsonl logs steps 1..16 once each" steps_once "$out" 16
 expect "no partial directory or temp file is left" test -z "$(ls -A "$out" | grep -E 'partial|\.tmp\.')"
 
-# ---- a full disk while saving: ulimit -f 20 (20 KiB per file) fits metrics.jsonl, not the 35 KB adapter file
+# ---- a full disk while saving: ulimit -f 20 (20 KiB per file) fits metrics.jsonl, not the 38 KB adapter file
 six=("${base[@]}" --max-steps 6 --save-steps 3 --scheduler constant)  # constant: step s's rate does not depend on --max-steps
 "$ft" "${six[@]}" --output-dir "$tmp/six" >/dev/null 2>&1
 "$ft" "${base[@]}" --max-steps 3 --save-steps 3 --scheduler constant --output-dir "$tmp/full" >/dev/null 2>&1
