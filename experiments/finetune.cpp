@@ -8,7 +8,10 @@
 ///
 /// Prints the config, PEFT's trainable-parameter line and the memory report before step 0, then HF-style log
 /// lines and a closing summary. Writes OUTPUT/adapter_config.json + adapter_model.safetensors (PEFT's layout),
-/// OUTPUT/checkpoint-N/, OUTPUT/metrics.jsonl and OUTPUT/run.json. --resume continues from the newest checkpoint.
+/// OUTPUT/checkpoint-N/, OUTPUT/metrics.jsonl and OUTPUT/run.json. --resume continues from the newest checkpoint
+/// (verified against its manifest.json; a damaged file is named and the run refused), --resume-from DIR from a named
+/// one. A full disk or a non-finite loss, gradient or weight stops the run with the file or step and tensor named,
+/// the last good checkpoint untouched (train/run_files.hpp, README "Faults").
 /// --adapter DIR starts a new run from a PEFT adapter's values (its rank, alpha and targets; optimizer fresh).
 /// --adapter-gguf FILE also writes the finished adapter as a llama.cpp GGUF LoRA (lora/gguf_adapter.hpp), for
 /// `llama-cli -m BASE.gguf --lora FILE` over the base in llama.cpp's own layout.
@@ -50,7 +53,8 @@ struct adapter_start {
 
 template <class Base>
 int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_config lc, lora::target_spec targets,
-        const train::train_options& o, const std::filesystem::path& output_dir, bool resume, const std::string& model_path,
+        const train::train_options& o, const std::filesystem::path& output_dir, bool resume,
+        const std::filesystem::path& resume_from, const std::string& model_path,
         const adapter_start& start, const std::filesystem::path& adapter_gguf) {
   int adapted = 0;
   if (start.dir.empty()) {
@@ -76,6 +80,7 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
   train::run_files<lora::lora_model<Base>> files(output_dir, lc, targets, model_path);  // model_path: the base recorded in adapter_config.json
   t.observe(console).observe(files);
   if (resume) train::resume_latest(t, output_dir);
+  if (!resume_from.empty()) train::resume_from(t, resume_from);
   std::cout << "train rows " << data.train.size() << ", validation rows " << data.val.size() << ", steps " << t.total_steps()
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";
   const auto rec = t.run();
@@ -97,7 +102,7 @@ int main(int argc, char** argv) try {
   bool dq = false, train_on_prompt = false, packing = false;
   lora::lora_config lc;
   train::train_options o;
-  std::filesystem::path output_dir;
+  std::filesystem::path output_dir, resume_from;
   bool resume = false;
   data::dataset_config dc;
   std::string data_path;
@@ -136,7 +141,8 @@ int main(int argc, char** argv) try {
       "early-stopping-patience", po::value(&o.early_stopping_patience)->default_value(0), "evaluations without improvement")(
       "save-steps", po::value(&o.save_steps)->default_value(0), "checkpoint every N steps (0: none)")(
       "logging-steps", po::value(&o.logging_steps)->default_value(10), "log every N steps")(
-      "resume", po::bool_switch(&resume), "continue from the newest OUTPUT/checkpoint-N")(
+      "resume", po::bool_switch(&resume), "continue from the newest OUTPUT/checkpoint-N (refused, with the file named, when it is damaged)")(
+      "resume-from", po::value(&resume_from), "continue from this checkpoint directory (e.g. an older OUTPUT/checkpoint-N when the newest is damaged)")(
       "adapter-gguf", po::value(&adapter_gguf), "also write the finished adapter as a llama.cpp GGUF LoRA file (F32)")(
       "adapter", po::value(&adapter_dir), "start from this PEFT LoRA adapter's values (a new run; see --resume for continuing one)")(
       "export-base", po::value(&export_base), "write the base as an HF directory here and record it in adapter_config.json "
@@ -149,7 +155,12 @@ int main(int argc, char** argv) try {
   o.optim = optim;
   o.scheduler = train::parse_schedule_kind(scheduler);
   o.validate();
-  LORALAB_CHECK(adapter_dir.empty() || !resume, "--adapter starts a new run from an adapter; --resume continues a run: use one");
+  LORALAB_CHECK(adapter_dir.empty() || (!resume && resume_from.empty()),
+                "--adapter starts a new run from an adapter; --resume / --resume-from continue a run: use one");
+  LORALAB_CHECK(!resume || resume_from.empty(), "--resume takes the newest checkpoint, --resume-from ", resume_from.string(),
+                " a named one: use one");
+  LORALAB_CHECK(resume_from.empty() || std::filesystem::is_directory(resume_from), "--resume-from ", resume_from.string(),
+                ": not a directory (name a checkpoint-N directory)");
   const auto targets = lora::parse_targets(targets_text);
   dc.file = data_path;
   dc.format = data::parse_data_format(format);
@@ -165,6 +176,7 @@ int main(int argc, char** argv) try {
   // Nothing reads the float linears when the base is not exported: a GGUF's block-stored linears are then kept as
   // blocks only (nn::gguf_linears::blocks_only; each weight dequantized on its own when another base is asked for).
   const nn::model_file file = nn::load_model_file(model_path, export_base == "none" ? nn::gguf_linears::blocks_only : nn::gguf_linears::floats_and_blocks);
+  train::check_finite_weights(file, model_path);  // the floats read (blocks-only linears are checked when used)
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
                 file.config.max_seq_len, " (", model_path, ")");
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
@@ -180,7 +192,7 @@ int main(int argc, char** argv) try {
   experiments::with_lora_model<experiments::model_and_ggml_schemes>(file, quant, dq, [&](auto& m) {
     m.gradient_checkpointing = ckpt;
     lora::prepare_for_kbit_training(m);  // a quantized base trains with checkpointing, as PEFT prepares it
-    rc = run(m, data, lc, targets, o, output_dir, resume, base_record, start, adapter_gguf);
+    rc = run(m, data, lc, targets, o, output_dir, resume, resume_from, base_record, start, adapter_gguf);
   });
   return rc;
 } catch (const std::exception& e) {

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
@@ -129,6 +130,10 @@ std::vector<T> from_bytes(const std::vector<std::uint8_t>& b, std::size_t count,
                 " bytes, expected ", count * sizeof(T), " (", count, " x ", sizeof(T), " bytes)");
   std::vector<T> v(count);
   if (count) std::memcpy(v.data(), b.data(), b.size());
+  if constexpr (std::is_floating_point_v<T>)  // a checkpoint's state must be finite: NaN would spread to every weight
+    for (std::size_t i = 0; i < count; ++i)
+      LORALAB_CHECK(std::isfinite(v[i]), opt, ": state entry '", key, "' holds ", std::isnan(v[i]) ? "NaN" : "Inf",
+                    " at element ", i, "; not loading a non-finite optimizer state");
   return v;
 }
 

@@ -6,8 +6,11 @@
 //   OUTPUT/best/                                            the best adapter while early stopping is on
 //   OUTPUT/metrics.jsonl                                    one JSON line per log or eval event
 //   OUTPUT/run.json                                         the run's settings, memory, speed and losses
-// and resume_latest() continues a run from the newest complete checkpoint. trainer_state.json is written last:
-// its presence marks a complete checkpoint, so a run killed while saving resumes from the previous one.
+// and resume_latest() continues a run from the newest checkpoint, resume_from() from a named one. A checkpoint is
+// written into a hidden partial directory, its integrity record (manifest.json, train/checkpoint_files.hpp) last,
+// then renamed into place: a run killed or out of disk space while saving leaves the previous checkpoints as they
+// were and nothing named checkpoint-N. Resuming verifies the checkpoint first and names a damaged file; it falls
+// back to an older checkpoint only when that one is named (resume_from), never by itself.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,10 +20,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_dir.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "io/safetensors.hpp"
 #include "lora/peft_io.hpp"
+#include "train/checkpoint_files.hpp"
 #include "train/trainer.hpp"
 
 namespace loralab::train {
@@ -42,22 +47,6 @@ inline nlohmann::ordered_json history_json(const std::vector<log_event>& history
 }
 }  // namespace detail
 
-/// The newest OUTPUT/checkpoint-N with a trainer_state.json, or empty.
-inline std::filesystem::path latest_checkpoint(const std::filesystem::path& output_dir) {
-  std::filesystem::path best;
-  int best_step = -1;
-  if (!std::filesystem::is_directory(output_dir)) return best;
-  const std::regex re("checkpoint-([0-9]+)");
-  for (const auto& e : std::filesystem::directory_iterator(output_dir)) {
-    std::smatch m;
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && std::regex_match(name, m, re) && m[1].length() < 9 &&
-        std::filesystem::exists(e.path() / "trainer_state.json") && std::stoi(m[1]) > best_step)
-      best_step = std::stoi(m[1]), best = e.path();
-  }
-  return best;
-}
-
 template <class Model>
 class run_files final : public train_observer<Model> {
  public:
@@ -69,6 +58,8 @@ class run_files final : public train_observer<Model> {
 
   void on_begin(trainer<Model>&, int start_step) override {
     std::filesystem::create_directories(dir_);
+    remove_stale_partials(dir_);
+    if (start_step > 0) metrics_up_to(dir_ / "metrics.jsonl", start_step);  // a killed run's lines past its checkpoint
     metrics_.open(dir_ / "metrics.jsonl", start_step > 0 ? std::ios::app : std::ios::trunc);
     LORALAB_CHECK(metrics_.good(), (dir_ / "metrics.jsonl").string(), ": cannot be opened for writing");
   }
@@ -77,10 +68,40 @@ class run_files final : public train_observer<Model> {
     line["step"] = e.step;
     for (auto it = e.values.begin(); it != e.values.end(); ++it) line[it.key()] = it.value();
     metrics_ << line.dump() << "\n" << std::flush;
+    LORALAB_CHECK(metrics_.good(), (dir_ / "metrics.jsonl").string(), ": write failed at step ", e.step,
+                  " (disk full or file size limit?); the run stopped");
   }
-  void on_best(trainer<Model>& t) override { save_adapter(t, dir_ / "best"); }
+  void on_best(trainer<Model>& t) override {
+    atomic_dir d(dir_ / "best", true);
+    save_adapter(t, d.path());
+    d.commit();
+  }
   void on_checkpoint(trainer<Model>& t, const trainer_state& s) override {
-    const auto dir = dir_ / ("checkpoint-" + std::to_string(s.global_step));
+    const std::string name = "checkpoint-" + std::to_string(s.global_step);
+    try {
+      write_checkpoint(t, s, dir_ / name);
+    } catch (const std::exception& e) {  // the partial directory is gone: the older checkpoints are as they were
+      const auto prev = latest_checkpoint(dir_);
+      fail("step ", s.global_step, ": ", name, " could not be saved: ", e.what(), "; the run stopped. ",
+           prev.empty() ? std::string("No checkpoint is saved yet") : "The newest complete checkpoint is " + prev.string() +
+                                                                          " (--resume continues from it)");
+    }
+  }
+  void on_end(trainer<Model>& t, const run_record& rec, const nlohmann::ordered_json& summary) override {
+    if (!rec.interrupted) save_adapter(t, dir_);
+    write_run_json(t, rec, summary);
+  }
+
+ private:
+  void save_adapter(trainer<Model>& t, const std::filesystem::path& dir) const {
+    lora::save_adapter(t.model(), dir, lora_, targets_, base_model_);
+  }
+
+  /// adapter + optimizer.safetensors + trainer_state.json + manifest.json (last) into a partial directory, then
+  /// renamed to `target` (replacing one of the same step, from a run resumed before it).
+  void write_checkpoint(trainer<Model>& t, const trainer_state& s, const std::filesystem::path& target) const {
+    atomic_dir d(target, true);
+    const auto dir = d.path();
     save_adapter(t, dir);
     const state_dict_t state = t.opt().state_dict();  // the writer keeps views of these bytes until write()
     io::safetensors_writer w;
@@ -94,16 +115,9 @@ class run_files final : public train_observer<Model> {
     j["seed"] = s.seed;
     j["step_losses"] = s.step_losses;
     j["log_history"] = detail::history_json(s.history);
-    detail::write_json_atomic(dir / "trainer_state.json", j);  // last: its presence marks a complete checkpoint
-  }
-  void on_end(trainer<Model>& t, const run_record& rec, const nlohmann::ordered_json& summary) override {
-    if (!rec.interrupted) save_adapter(t, dir_);
-    write_run_json(t, rec, summary);
-  }
-
- private:
-  void save_adapter(trainer<Model>& t, const std::filesystem::path& dir) const {
-    lora::save_adapter(t.model(), dir, lora_, targets_, base_model_);
+    detail::write_json_atomic(dir / "trainer_state.json", j);
+    write_manifest(dir);  // last: the integrity record of everything above
+    d.commit();
   }
 
   void write_run_json(trainer<Model>& t, const run_record& rec, const nlohmann::ordered_json& summary) const {
@@ -140,22 +154,18 @@ class run_files final : public train_observer<Model> {
   std::ofstream metrics_;
 };
 
-/// Continues `t` from the newest complete checkpoint in `output_dir`: its adapters are loaded into the model, the
-/// optimizer and trainer state restored. Returns the step it continues from (0: no checkpoint, a fresh start); says
-/// which on `log` when given. A checkpoint saved with another seed is refused: the rest would not be the same run.
+/// Continues `t` from checkpoint directory `dir`: verified against its manifest.json first (a damaged file is named;
+/// a checkpoint without one, from an older loralab, is used with a warning on `log`), then its adapters are loaded
+/// into the model (refused when not finite), the optimizer state (refused when not finite) and trainer state
+/// restored. Returns the step it continues from. A checkpoint saved with another seed is refused: the rest would
+/// not be the same run.
 template <class Model>
-int resume_latest(trainer<Model>& t, const std::filesystem::path& output_dir, std::ostream* log = &std::cout) {
-  const auto dir = latest_checkpoint(output_dir);
-  if (dir.empty()) {
-    if (log) *log << "resume: no checkpoint in " << output_dir << ", starting from step 0\n";
-    return 0;
-  }
-  lora::load_adapter(t.model(), dir);
-  const auto f = io::safetensors_file::open(dir / "optimizer.safetensors");
-  state_dict_t sd;
-  for (const auto& x : f.tensors()) sd[x.name] = x.to_vector<std::uint8_t>();
+int resume_from(trainer<Model>& t, const std::filesystem::path& dir, std::ostream* log = &std::cout) {
+  const std::string note = verify_checkpoint(dir, true);
+  if (!note.empty() && log) *log << "resume: warning: " << note << "\n";
   const std::string where = (dir / "trainer_state.json").string();
   std::ifstream in(dir / "trainer_state.json");
+  LORALAB_CHECK(in, where, ": cannot be opened");
   const auto j = nlohmann::json::parse(in, nullptr, false);
   LORALAB_CHECK(j.is_object() && j.contains("global_step"), where, ": not a trainer state");
   trainer_state s;
@@ -177,13 +187,50 @@ int resume_latest(trainer<Model>& t, const std::filesystem::path& output_dir, st
   }
   LORALAB_CHECK(s.global_step >= 0 && std::size_t(s.global_step) == s.step_losses.size(), where, ": global_step ",
                 s.global_step, " does not match its ", s.step_losses.size(), " step losses");
+  LORALAB_CHECK(s.seed == t.options().seed, where, ": the checkpoint was saved with --seed ", s.seed, ", resumed with --seed ",
+                t.options().seed, ": the rest would not be the same run");
+  lora::load_adapter(t.model(), dir);
+  for (const param_ref& p : adapter_parameters(t.model()))
+    if (const auto bad = detail::first_non_finite(p.value, p.size); bad.index >= 0)
+      fail((dir / "adapter_model.safetensors").string(), ": tensor '", p.name, "' holds ", bad.what, " at element ", bad.index,
+           "; not resuming from non-finite weights");
+  const auto opt_path = dir / "optimizer.safetensors";
+  const auto f = io::safetensors_file::open(opt_path);
+  state_dict_t sd;
+  for (const auto& x : f.tensors()) sd[x.name] = x.to_vector<std::uint8_t>();
   try {
     t.restore(s, sd);
   } catch (const loralab::error& e) {
-    fail(where, ": ", e.what());
+    fail(opt_path.string(), ": ", e.what());
   }
-  if (log) *log << "resume: continuing from " << dir << " (step " << s.global_step << ")\n";
+  if (log) *log << "resume: continuing from " << dir << " (step " << s.global_step << ")" << std::endl;  // shown before a kill
   return s.global_step;
+}
+
+/// Continues `t` from the newest checkpoint in `output_dir` (0: none, a fresh start; says which on `log`). A newest
+/// checkpoint that fails verification stops the run with the bad file named and the newest intact one suggested for
+/// resume_from (--resume-from): an older checkpoint is never taken silently.
+template <class Model>
+int resume_latest(trainer<Model>& t, const std::filesystem::path& output_dir, std::ostream* log = &std::cout) {
+  const auto all = list_checkpoints(output_dir);
+  if (all.empty()) {
+    if (log) *log << "resume: no checkpoint in " << output_dir << ", starting from step 0" << std::endl;
+    return 0;
+  }
+  try {
+    verify_checkpoint(all.front().second);
+  } catch (const loralab::error& e) {
+    std::string intact;
+    for (std::size_t i = 1; i < all.size() && intact.empty(); ++i) try {
+        verify_checkpoint(all[i].second);
+        intact = all[i].second.string();
+      } catch (const loralab::error&) {
+      }
+    fail(e.what(), "; not resuming from a damaged checkpoint. ",
+         intact.empty() ? std::string("No older checkpoint in ") + output_dir.string() + " is intact either"
+                        : "The newest intact checkpoint is " + intact + ": pass --resume-from " + intact + " to continue from it");
+  }
+  return resume_from(t, all.front().second, log);
 }
 
 }  // namespace loralab::train

@@ -7,7 +7,8 @@
 //   eval loss every eval_steps with early stopping (the best adapter is kept and restored, as HF's
 //   load_best_model_at_end); a checkpoint every save_steps, at an interrupt and at an early stop. Batches and dropout
 //   masks are pure functions of (seed, step), so a run restored from a checkpoint continues bit-identically.
-//   SIGINT finishes the step in flight, checkpoints and stops; a NaN/Inf loss stops with a clear message.
+//   SIGINT finishes the step in flight, checkpoints and stops. A non-finite loss, gradient or updated weight stops
+//   the run naming the step and the first non-finite tensor, before any checkpoint of that step is written.
 //
 // The trainer computes; it writes nothing. What a run shows or keeps is up to its observers (train_observer):
 // train/console_log.hpp prints HF's log lines, train/run_files.hpp writes the output directory (adapter,
@@ -20,6 +21,8 @@
 #include <cmath>
 #include <csignal>
 #include <fstream>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -113,7 +116,35 @@ inline std::size_t peak_rss_bytes() {
 }
 
 inline double round4(double x) { return std::round(x * 1e4) / 1e4; }
+
+/// Where `n` floats first stop being finite: index -1 when all are finite.
+struct non_finite {
+  std::ptrdiff_t index = -1;
+  const char* what = "";
+};
+inline non_finite first_non_finite(const float* p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return {std::ptrdiff_t(i), std::isnan(p[i]) ? "NaN" : p[i] > 0 ? "+Inf" : "-Inf"};
+  return {};
+}
+
+/// Puts the previous SIGINT handler back however run() ends (an exception from a failed save included).
+struct sigint_scope {
+  using handler = void (*)(int);
+  handler previous;
+  sigint_scope() : previous(std::signal(SIGINT, on_sigint)) { sigint_seen = false; }
+  ~sigint_scope() { std::signal(SIGINT, previous); }
+};
 }  // namespace detail
+
+/// Refuses base weights that are not finite, naming `path`, the tensor and the element: a NaN in the frozen base
+/// would make every loss NaN with no adapter to blame.
+inline void check_finite_weights(const nn::model_file& f, const std::string& path) {
+  for (const auto& [name, t] : f.tensors)
+    if (const auto bad = detail::first_non_finite(t.data.data(), t.data.size()); bad.index >= 0)
+      fail(path, ": base weight '", name, "' holds ", bad.what, " at element ", bad.index,
+           "; the model file is damaged or was saved from a diverged run");
+}
 
 /// The adapters' trainable parameters, named as PEFT saves them.
 template <class Model>
@@ -217,8 +248,7 @@ class trainer {
     rec.memory = planned_memory();
     for (auto* o : observers_) o->on_begin(*this, start);
     detail::reset_peak_rss();
-    detail::sigint_seen = false;
-    auto previous = std::signal(SIGINT, detail::on_sigint);
+    std::optional<detail::sigint_scope> sigint(std::in_place);
     const auto t0 = std::chrono::steady_clock::now();
     long long tokens = 0, samples = 0;
     double since_log = 0;
@@ -227,12 +257,6 @@ class trainer {
       const auto s0 = std::chrono::steady_clock::now();
       const double loss = train_step(step, tokens, samples);
       rec.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
-      if (!std::isfinite(loss)) {
-        std::signal(SIGINT, previous);
-        fail("loss is ", std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", " at step ", step + 1,
-             ": training stopped; the last good checkpoint is kept (",
-             last_checkpoint_ > 0 ? "checkpoint-" + std::to_string(last_checkpoint_) : std::string("none saved yet"), ")");
-      }
       rec.step_losses.push_back(loss);
       since_log += loss;
       const int done = step + 1;
@@ -261,7 +285,7 @@ class trainer {
         break;
       }
     }
-    std::signal(SIGINT, previous);
+    sigint.reset();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rec.stopped_early) {  // load_best_model_at_end: the adapter of the best evaluation, as HF does
       restore_best();
@@ -319,10 +343,44 @@ class trainer {
       m_.backward();
       tokens += (long long)b.B * b.T, samples += b.B;
     }
-    if (!std::isfinite(loss)) return loss;
+    check_finite(step, loss, (long long)step * o_.grad_accum);
     last_grad_norm_ = clip_grad_norm(params_, o_.max_grad_norm);
     opt_->step(params_, sched_.lr_at(step + 1));
+    for (const param_ref& p : params_)  // a finite gradient through a non-finite optimizer state
+      if (const auto bad = detail::first_non_finite(p.value, p.size); bad.index >= 0)
+        stop(step, "the optimizer update made '" + p.name + "' " + bad.what + " at element " + std::to_string(bad.index) +
+                       " (its optimizer state is not finite)");
     return loss;
+  }
+
+  /// After the backward pass of step (0-based) `step`: the loss, then every adapter weight and gradient must be
+  /// finite. Names the first non-finite tensor (weights first: a bad weight makes every gradient bad).
+  void check_finite(int step, double loss, long long first_micro) const {
+    std::string first;
+    for (const char* kind : {"weight", "gradient"}) {
+      for (const param_ref& p : params_) {
+        const float* v = std::string_view(kind) == "weight" ? p.value : p.grad;
+        if (const auto bad = detail::first_non_finite(v, p.size); bad.index >= 0) {
+          first = std::string(kind) + " '" + p.name + "' is " + bad.what + " at element " + std::to_string(bad.index);
+          break;
+        }
+      }
+      if (!first.empty()) break;
+    }
+    if (std::isfinite(loss) && first.empty()) return;
+    const int nb = data_.train.num_batches();
+    const std::string batch = "micro-batch " + std::to_string(first_micro % nb) + " of epoch " + std::to_string(first_micro / nb);
+    if (std::isfinite(loss)) stop(step, "the " + first + " (the loss " + std::to_string(loss) + " is finite; " + batch + ")");
+    const char* l = std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf";
+    stop(step, "loss is " + std::string(l) + " (" + batch + "); " +
+                   (first.empty() ? std::string("every adapter weight and gradient is finite: the batch or the base produced it")
+                                  : "first non-finite tensor: " + first));
+  }
+
+  /// Stops the run at step (0-based) `step`: nothing of this step is saved.
+  [[noreturn]] void stop(int step, const std::string& why) const {
+    fail("step ", step + 1, ": ", why, ": training stopped; the last good checkpoint is kept (",
+         last_checkpoint_ > 0 ? "checkpoint-" + std::to_string(last_checkpoint_) : std::string("none saved yet"), ")");
   }
 
   bool eval_and_check_stop(run_record& rec, int done) {

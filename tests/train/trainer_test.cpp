@@ -1,8 +1,18 @@
 // SPDX-License-Identifier: MIT
 // The trainer on the real stories260K and english_quotes: LoRA and QLoRA lower the loss; an interrupted run
 // resumed from its checkpoint continues bit for bit; gradient accumulation gives the token mean of the window;
-// the same seed gives the same numbers; a NaN loss stops with a clear message.
+// the same seed gives the same numbers; a NaN loss stops with a clear message. Faults: a save that runs out of
+// disk space (RLIMIT_FSIZE) stops the run and leaves the previous checkpoint complete; a checkpoint damaged after
+// the fact is refused naming the file, and an older one is used only when named (resume_from); non-finite base
+// weights, adapter weights and optimizer state are refused by name.
+#include <sys/resource.h>
+
 #include <cmath>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
@@ -194,10 +204,178 @@ BOOST_AUTO_TEST_CASE(nan_loss_stops_with_a_clear_message) {
   BOOST_CHECK_EXCEPTION(t.run(), loralab::error, [](const loralab::error& e) {
     const std::string s = e.what();
     BOOST_TEST_MESSAGE(s);
-    return s.find("loss is") != std::string::npos && s.find("NaN at step 1:") != std::string::npos &&
-           s.find("last good checkpoint") != std::string::npos;
+    return s.find("step 1: loss is NaN") != std::string::npos &&
+           s.find("first non-finite tensor: weight 'base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight' is NaN at element 0") !=
+               std::string::npos &&
+           s.find("last good checkpoint is kept (none saved yet)") != std::string::npos;
   });
   BOOST_TEST(!std::filesystem::exists(o.output_dir / "adapter_model.safetensors"));
+}
+
+namespace {
+/// Runs f() and returns the loralab::error's message it threw ("" when it threw none).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const loralab::error& e) {
+    BOOST_TEST_MESSAGE(e.what());
+    return e.what();
+  }
+  return "";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// A 6-step run saving every 3 steps (checkpoint-3, checkpoint-6) into `out`.
+run_record six_steps(const std::filesystem::path& out, bool resume = false) {
+  auto d = quotes(4);
+  auto m = make_lora_dense_model<float>(stories());
+  auto o = options(out, 6);
+  o.save_steps = 3, o.resume = resume;
+  return train_run(m, d, o);
+}
+
+/// Sets RLIMIT_FSIZE's soft limit to `bytes` when step `at` is done (SIGXFSZ ignored: write() fails with EFBIG,
+/// as on a full disk); puts the old limit and handler back when destroyed.
+struct file_size_limit final : train_observer<lora_model<nn::linear<nn::dense_weight<float>>>> {
+  int at;
+  rlim_t bytes;
+  rlimit old{};
+  void (*old_handler)(int) = nullptr;
+  file_size_limit(int at_step, rlim_t b) : at(at_step), bytes(b) {
+    getrlimit(RLIMIT_FSIZE, &old);
+    old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  }
+  ~file_size_limit() override {
+    setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+  }
+  void on_step(trainer<lora_model<nn::linear<nn::dense_weight<float>>>>&, int step, double) override {
+    if (step == at) {
+      rlimit l = old;
+      l.rlim_cur = bytes;
+      setrlimit(RLIMIT_FSIZE, &l);
+    }
+  }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(disk_full_while_saving_stops_and_keeps_the_previous_checkpoint) {
+  loralab::testing::temp_dir dir;
+  const auto out = dir.path / "full";
+  {  // the limit holds in this block only
+    auto d = quotes(4);
+    auto m = make_lora_dense_model<float>(stories());
+    static_assert(std::same_as<decltype(m), lora_model<nn::linear<nn::dense_weight<float>>>>);
+    auto o = options(out, 6);
+    o.save_steps = 3;
+    lora_config lc;
+    const auto targets = parse_targets("q_proj,v_proj");
+    attach_adapters(m, lc, targets, o.seed);
+    trainer t(m, d, o);
+    file_size_limit full(4, 20000);  // after checkpoint-3: the 38 KB adapter file of checkpoint-6 does not fit
+    run_files<decltype(m)> files(out, lc, targets, "stories260K");
+    t.observe(full).observe(files);
+    const std::string e = error_of([&] { t.run(); });
+    BOOST_TEST(has(e, "step 6: checkpoint-6 could not be saved: "));
+    BOOST_TEST(has(e, "adapter_model.safetensors: write failed: File too large"));
+    BOOST_TEST(has(e, "The newest complete checkpoint is " + (out / "checkpoint-3").string() + " (--resume continues from it)"));
+    BOOST_TEST(!std::filesystem::exists(out / "checkpoint-6"));
+    for (const auto& f : std::filesystem::directory_iterator(out))
+      BOOST_TEST(!has(f.path().filename().string(), "partial"), f.path() << ": a leftover of the failed save");
+    BOOST_TEST(verify_checkpoint(out / "checkpoint-3").empty());
+    BOOST_TEST(!std::filesystem::exists(out / "adapter_model.safetensors"));
+  }
+  // the run goes on from checkpoint-3 once there is space, bit for bit
+  const auto resumed = six_steps(out, true);
+  const auto straight = six_steps(dir.path / "straight");
+  BOOST_TEST(resumed.step_losses == straight.step_losses);
+}
+
+BOOST_AUTO_TEST_CASE(a_damaged_checkpoint_is_named_and_an_older_one_used_only_when_named) {
+  loralab::testing::temp_dir dir;
+  const auto out = dir.path / "run";
+  six_steps(out);
+  const auto c6 = out / "checkpoint-6", c3 = out / "checkpoint-3";
+  const auto resume = [&](const std::function<int(trainer<lora_model<nn::linear<nn::dense_weight<float>>>>&)>& how) {
+    auto d = quotes(4);
+    auto m = make_lora_dense_model<float>(stories());
+    attach_adapters(m, lora_config{}, parse_targets("q_proj,v_proj"), 42);
+    auto o = options(out, 6);
+    trainer t(m, d, o);
+    return error_of([&] { how(t); });
+  };
+  const auto latest = [&](auto& t) { return resume_latest(t, out, nullptr); };
+  const auto save = [](const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string adapter6 = save(c6 / "adapter_model.safetensors"), state6 = save(c6 / "trainer_state.json");
+  const auto put = [](const std::filesystem::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
+
+  BOOST_TEST(resume(latest) == "", "an intact checkpoint resumes");
+  put(c6 / "adapter_model.safetensors", adapter6.substr(0, adapter6.size() - 100));  // truncated tensor file
+  std::string e = resume(latest);
+  BOOST_TEST(has(e, (c6 / "adapter_model.safetensors").string() + ": " + std::to_string(adapter6.size() - 100) + " bytes, but "));
+  BOOST_TEST(has(e, "not resuming from a damaged checkpoint. The newest intact checkpoint is " + c3.string() +
+                        ": pass --resume-from " + c3.string()));
+  put(c6 / "adapter_model.safetensors", adapter6);
+  std::string edited = state6;
+  edited[edited.find("\"global_step\": 6") + 15] = '5';  // an edited JSON of the same size
+  put(c6 / "trainer_state.json", edited);
+  e = resume(latest);
+  BOOST_TEST(has(e, (c6 / "trainer_state.json").string() + ": CRC-32 "));
+  BOOST_TEST(has(e, "(changed after it was saved)"));
+  put(c6 / "manifest.json", "{\"format\": \"loralab-checkpoint\", \"files\": 3}");
+  BOOST_TEST(has(resume(latest), (c6 / "manifest.json").string() + ": key 'files' is missing or not a list"));
+  std::filesystem::remove(c6 / "manifest.json");
+  BOOST_TEST(has(resume(latest), (c6 / "manifest.json").string() + ": missing"));
+  BOOST_TEST(resume([&](auto& t) { return resume_from(t, c3, nullptr); }) == "", "the older checkpoint, when named");
+  put(c3 / "optimizer.safetensors", "");
+  BOOST_TEST(has(resume(latest), "No older checkpoint in " + out.string() + " is intact either"));
+}
+
+BOOST_AUTO_TEST_CASE(non_finite_weights_and_optimizer_state_are_refused_by_name) {
+  loralab::testing::temp_dir dir;
+  nn::model_file f = stories();
+  f.tensors.at("model.layers.1.mlp.up_proj.weight").data[7] = INFINITY;
+  BOOST_TEST(has(error_of([&] { check_finite_weights(f, "stories.bin"); }),
+                 "stories.bin: base weight 'model.layers.1.mlp.up_proj.weight' holds +Inf at element 7"));
+  BOOST_TEST(error_of([&] { check_finite_weights(stories(), "stories.bin"); }) == "");
+
+  const auto out = dir.path / "run";
+  six_steps(out);
+  const auto c6 = out / "checkpoint-6";
+  const auto resume = [&] {
+    auto d = quotes(4);
+    auto m = make_lora_dense_model<float>(stories());
+    attach_adapters(m, lora_config{}, parse_targets("q_proj,v_proj"), 42);
+    trainer t(m, d, options(out, 6));
+    return error_of([&] { resume_latest(t, out, nullptr); });
+  };
+  // a NaN saved with a valid integrity record (as if the state had diverged before the save): refused on load
+  const auto rewrite = [&](const std::string& file, const std::string& key, std::size_t byte_offset, float value) {
+    const auto sf = io::safetensors_file::open(c6 / file);
+    std::vector<std::vector<std::uint8_t>> bytes;  // the writer keeps views until write()
+    for (const auto& t : sf.tensors()) {
+      const auto* b = reinterpret_cast<const std::uint8_t*>(t.bytes.data());
+      bytes.emplace_back(b, b + t.bytes.size());
+      if (t.name == key) std::memcpy(bytes.back().data() + byte_offset, &value, sizeof value);
+    }
+    io::safetensors_writer w;
+    std::size_t i = 0;
+    for (const auto& t : sf.tensors()) w.add(t.name, t.type, t.shape, std::as_bytes(std::span(bytes[i++])));
+    w.write(c6 / file);
+    write_manifest(c6);
+  };
+  const std::string a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+  rewrite("optimizer.safetensors", a + ".exp_avg_sq", 12, NAN);
+  std::string e = resume();
+  BOOST_TEST(has(e, (c6 / "optimizer.safetensors").string() + ": adamw: state entry '" + a + ".exp_avg_sq' holds NaN at element 3"));
+  six_steps(out);  // a fresh checkpoint-6
+  rewrite("adapter_model.safetensors", a, 8, -INFINITY);
+  e = resume();
+  BOOST_TEST(has(e, (c6 / "adapter_model.safetensors").string() + ": tensor '" + a + "' holds -Inf at element 2"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
