@@ -176,7 +176,7 @@ int main(int argc, char** argv) try {
   // Nothing reads the float linears when the base is not exported: a GGUF's block-stored linears are then kept as
   // blocks only (nn::gguf_linears::blocks_only; each weight dequantized on its own when another base is asked for).
   const nn::model_file file = nn::load_model_file(model_path, export_base == "none" ? nn::gguf_linears::blocks_only : nn::gguf_linears::floats_and_blocks);
-  train::check_finite_weights(file, model_path);  // the floats read (blocks-only linears are checked when used)
+  train::check_finite_weights(file, model_path);  // the floats read (blocks-only linears have none here)
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
                 file.config.max_seq_len, " (", model_path, ")");
   const auto tok = nn::load_tokenizer(tokenizer_path, file.config.vocab_size);
