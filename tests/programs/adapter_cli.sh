@@ -75,7 +75,7 @@ sys.exit(not (a['r']==b['r'] and sorted(a['target_modules'])==sorted(b['target_m
 "${ft[@]}" --output-dir "$tmp/a3" --max-steps 1 --adapter "$tmp/a" --r 16 >/dev/null 2>"$tmp/err"
 expect "finetune --adapter with a different --r is refused" contains "$tmp/err" "--r 16 differs from the adapter's r 8"
 "${ft[@]}" --output-dir "$tmp/a" --max-steps 1 --adapter "$tmp/a" --resume >/dev/null 2>"$tmp/err"
-expect "finetune --adapter with --resume is refused" contains "$tmp/err" "--resume continues a run"
+expect "finetune --adapter with --resume is refused" contains "$tmp/err" "--resume / --resume-from continue a run"
 "${ft[@]}" --output-dir "$tmp/n" --max-steps 1 --export-base none >"$tmp/n.log" 2>&1
 expect "--export-base none records --model and says PEFT cannot use it" contains "$tmp/n.log" "PEFT cannot load"
 "${ft[@]}" --output-dir "$tmp/q" --max-steps 3 --lr 3e-3 --targets all-linear --quant nf4 --double-quant >/dev/null 2>&1
