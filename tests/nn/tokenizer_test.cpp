@@ -20,6 +20,7 @@
 
 #include "nn/tokenizer.hpp"
 #include "test_support.hpp"
+#include "expect_error.hpp"
 
 #ifndef LORALAB_SHARED_DIR
 #error "LORALAB_SHARED_DIR must name the shared/ folder (tests/nn/CMakeLists.txt defines it)"
@@ -60,17 +61,7 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-/// Runs `f`, expecting loralab::error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    BOOST_ERROR("expected loralab::error containing '" << parts.front() << "'");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) BOOST_TEST(what.find(p) != std::string::npos, "'" << what << "' lacks '" << p << "'");
-  }
-}
+using loralab::testing::expect_error;
 
 /// A tokenizer.bin image: int32 max_token_length, then (f32 score, int32 length, bytes) per token.
 struct bin_writer {

@@ -21,6 +21,7 @@
 
 #include "nn/bpe_tokenizer.hpp"
 #include "test_support.hpp"
+#include "expect_error.hpp"
 
 namespace fs = std::filesystem;
 using namespace loralab::nn;
@@ -57,16 +58,7 @@ const bpe_tokenizer* smollm2() {
 
 std::vector<int> ids_of(const json& a) { return a.get<std::vector<int>>(); }
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    BOOST_ERROR("expected loralab::error containing '" << parts.back() << "'");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) BOOST_TEST(what.find(p) != std::string::npos, "'" << what << "' lacks '" << p << "'");
-  }
-}
+using loralab::testing::expect_error;
 
 /// Random valid UTF-8: code points drawn from ASCII, Latin-1, Cyrillic, CJK, emoji, spaces, digits of all kinds.
 std::string random_utf8(std::mt19937_64& g, int n) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/chat_template.hpp"
+#include "expect_error.hpp"
 
 using namespace loralab::data;
 
@@ -20,16 +21,7 @@ const nlohmann::json& golden() {
   return j;
 }
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    BOOST_ERROR("expected loralab::error containing '" << parts.back() << "'");
-  } catch (const loralab::error& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) BOOST_TEST(what.find(p) != std::string::npos, "'" << what << "' lacks '" << p << "'");
-  }
-}
+using loralab::testing::expect_error;
 
 }  // namespace
 
