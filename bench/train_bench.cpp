@@ -78,7 +78,7 @@ namespace {
 struct options {
   std::string bases, checkpointing = "off,on", compute = "float";  // bases: default_bases(model)
   std::string size = "30M", model, data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
-  int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0;
+  int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0, grad_accum = 1;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
   bool fixed_rank = false, contention = true;
@@ -191,8 +191,12 @@ result bench_base(const std::string& label, double rss_before, ll::lora_model<Ba
   t.scheduler = train::schedule_kind::constant;
   t.seed = o.seed;
   t.logging_steps = t.max_steps;
-  train::trainer<ll::lora_model<Base, Rank>> tr(m, data, t);  // no observer: nothing is printed or written
+  t.grad_accum = o.grad_accum;
+  // under mpirun the ranks share each step's micro-batches (data parallel; bench/mpi_scaling.sh)
+  train::trainer<ll::lora_model<Base, Rank>> tr(m, data, t, dist::group::world());  // no observer: nothing is printed or written
+  const double summed_before = dist::group::world().reduced().seconds;
   const train::run_record rec = tr.run();
+  const double sum_ms = 1e3 * (dist::group::world().reduced().seconds - summed_before) / double(rec.step_seconds.size());
   result r;
   r.base = label, r.checkpointing = checkpointing;
   r.rss_before_mib = rss_before, r.peak_rss_mib = double(rec.peak_rss_bytes) / (1 << 20);
@@ -202,8 +206,9 @@ result bench_base(const std::string& label, double rss_before, ll::lora_model<Ba
   r.planned_mib = double(rec.memory.total()) / (1 << 20);
   r.loss = rec.step_losses.back();
   r.gemm_flops = step_gemm_flops(m.config, o.batch, o.seq_len, targets, rank, checkpointing);
-  fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f}; planned {:.1f} MiB, measured {:.1f} MiB)\n", label,
-             checkpointing ? "on" : "off", 1e3 * r.step_s, r.loss, r.planned_mib, r.peak_rss_mib - r.rss_before_mib);
+  fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f}; planned {:.1f} MiB, measured {:.1f} MiB{})\n", label,
+             checkpointing ? "on" : "off", 1e3 * r.step_s, r.loss, r.planned_mib, r.peak_rss_mib - r.rss_before_mib,
+             dist::group::world().size() > 1 ? fmt::format("; {:.2f} ms/step summing gradients over {} ranks", sum_ms, dist::group::world().size()) : "");
   std::fflush(stdout);
   return r;
 }
@@ -306,7 +311,7 @@ int run(options o) {
   double params = 0, file_mib = 0;
   for (const auto& [name, t] : file.tensors) params += double(t.data.size()), file_mib += double(t.data.size()) * sizeof(float);
   for (const auto& [name, t] : file.stored) file_mib += double(t.bytes.size());
-  data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * (o.warmup + o.steps), o.seed);
+  data::prepared_dataset data = byte_rows(o.data, o.seq_len, o.batch, o.batch * o.grad_accum * (o.warmup + o.steps), o.seed);
   if (o.compute.find("bf16") != std::string::npos) fmt::print("bf16 products: {}\n", nn::bf16_gemm_backend());
   if (!o.model.empty())
     fmt::print("model: {} ({} linears stored as {}; the file in memory: {:.1f} MiB of floats and blocks, in every row's RSS)\n",
@@ -316,6 +321,9 @@ int run(options o) {
              o.size, params / 1e6, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.vocab_size, o.batch, o.seq_len,
              o.targets, o.fixed_rank ? "8,16 fixed and dynamic" : "8", o.dropout, o.rounds, o.warmup, o.steps, omp_get_max_threads(),
              o.seed, o.data);
+  if (o.grad_accum > 1 || dist::group::world().size() > 1)
+    fmt::print("grad-accum {}: {} rows per step; {} rank(s) share the micro-batches\n", o.grad_accum, o.batch * o.grad_accum,
+               dist::group::world().size());
   std::vector<result> rs;  // one per (checkpointing, base), the timed steps of every round merged
   const auto add = [&](result r) {
     for (result& x : rs)
@@ -359,12 +367,12 @@ int run(options o) {
     }
   }
   load.report(omp_get_num_procs());
-  if (o.contention && !o.fixed_rank) contention_line(bases.front(), ckpts.front() == "on", file, data, o);
+  if (o.contention && !o.fixed_rank && dist::group::world().size() == 1) contention_line(bases.front(), ckpts.front() == "on", file, data, o);
   // the floor: each step's GEMM FLOPs at the sgemm rate measured now, in this run (the better of two probes)
   const double gflops = std::max(loralab::core::sgemm_gflops(), loralab::core::sgemm_gflops());
   fmt::print("GEMM floor: sgemm 1024^3 at {:.1f} GFLOP/s in this run, {} threads; a step's GEMM FLOPs at that rate is its floor\n",
              gflops, omp_get_max_threads());
-  for (result& r : rs) r.step_s = loralab::bench::median(r.steps), r.tokens_per_s = double(o.batch) * o.seq_len / r.step_s;
+  for (result& r : rs) r.step_s = loralab::bench::median(r.steps), r.tokens_per_s = double(o.batch) * o.seq_len * o.grad_accum / r.step_s;
   if (o.fixed_rank) return report_fixed_rank(rs, o);
 
   // ratios against LoRA with the same checkpointing, and against LoRA as PEFT runs it (checkpointing off)
@@ -411,6 +419,7 @@ int main(int argc, char** argv) {
         .flag("dropout", o.dropout, "LoRA dropout on the adapter input")
         .flag("batch", o.batch, "B: rows per step")
         .flag("seq-len", o.seq_len, "T: tokens per row")
+        .flag("grad-accum", o.grad_accum, "micro-batches of B rows per step (under mpirun: shared by the ranks)")
         .flag("warmup", o.warmup, "untimed steps first")
         .flag("steps", o.steps, "timed steps per run")
         .flag("rounds", o.rounds, "runs per base, interleaved; the median over all timed steps is reported")
@@ -420,7 +429,8 @@ int main(int argc, char** argv) {
     cli.header = stdout;  // the "blas:" line heads the bench output
     if (auto code = cli.parse(argc, argv)) return *code;
     o.threads = cli.threads, o.seed = cli.seed;
-    LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0, "--batch=", o.batch, " --seq-len=",
+    LORALAB_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1, got ", o.grad_accum);
+  LORALAB_CHECK(o.batch > 0 && o.seq_len > 1 && o.warmup >= 0 && o.steps > 0 && o.rounds > 0, "--batch=", o.batch, " --seq-len=",
                   o.seq_len, " --warmup=", o.warmup, " --steps=", o.steps, ": need batch > 0, seq-len > 1, warmup >= 0, steps > 0");
     return run(o);
   });

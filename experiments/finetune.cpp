@@ -75,7 +75,14 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
   std::cout << lc << "\ntargets: " << targets.describe() << " (" << adapted << " modules)\n"
             << lora::trainable_parameters_line(m) << "\n"
             << lora::count_storage(m) << "\n";
-  train::trainer<lora::lora_model<Base>> t(m, data, o);
+  const dist::group& world = dist::group::world();
+  train::trainer<lora::lora_model<Base>> t(m, data, o, world);
+  if (world.size() > 1) {
+    std::size_t floats = 0;
+    lora::for_each_adapter(m, [&](const std::string&, auto& a, auto&) { floats += std::size_t(a.A.size() + a.B.size()); });
+    fmt::print("data parallel: {} ranks share each step's {} micro-batch(es) of {} rows; one sum of {} gradient floats "
+               "({:.1f} KiB) per step\n", world.size(), o.grad_accum, data.train.batch_size(), floats, 4.0 * double(floats) / 1024);
+  }
   train::console_log<lora::lora_model<Base>> console;
   train::run_files<lora::lora_model<Base>> files(output_dir, lc, targets, model_path);  // model_path: the base recorded in adapter_config.json
   t.observe(console).observe(files);
@@ -85,7 +92,12 @@ int run(lora::lora_model<Base>& m, data::prepared_dataset& data, lora::lora_conf
             << ", gradient checkpointing " << (m.gradient_checkpointing ? "on" : "off") << "\n";
   const auto rec = t.run();
   if (std::isfinite(rec.final_eval_loss)) fmt::print("final eval_loss {:.4f}\n", rec.final_eval_loss);
-  if (!rec.interrupted && !adapter_gguf.empty()) {
+  if (world.size() > 1) {
+    const auto& traffic = world.reduced();
+    fmt::print("data parallel: {:.2f} ms per step in the sums between ranks ({:.1f} MiB summed in all)\n",
+               1e3 * traffic.seconds / double(std::max<std::size_t>(1, rec.step_seconds.size())), double(traffic.bytes) / (1 << 20));
+  }
+  if (!rec.interrupted && !adapter_gguf.empty() && world.is_root()) {
     lora::save_gguf_adapter(m, adapter_gguf);
     fmt::print("GGUF LoRA adapter (llama.cpp --lora) in {}\n", adapter_gguf.string());
   }
@@ -175,6 +187,10 @@ int main(int argc, char** argv) try {
   tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path);
   // Nothing reads the float linears when the base is not exported: a GGUF's block-stored linears are then kept as
   // blocks only (nn::gguf_linears::blocks_only; each weight dequantized on its own when another base is asked for).
+  dist::check_same_inputs(dist::group::world(), {{"command line", "", cli.arguments_fingerprint},
+                                                 {"model", model_path, dist::fingerprint_path(model_path)},
+                                                 {"tokenizer", tokenizer_path, dist::fingerprint_path(tokenizer_path)},
+                                                 {"data file", data_path, dist::fingerprint_path(data_path)}});
   const nn::model_file file = nn::load_model_file(model_path, export_base == "none" ? nn::gguf_linears::blocks_only : nn::gguf_linears::floats_and_blocks);
   train::check_finite_weights(file, model_path);  // the floats read (blocks-only linears have none here)
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",
@@ -196,6 +212,5 @@ int main(int argc, char** argv) try {
   });
   return rc;
 } catch (const std::exception& e) {
-  fmt::print(stderr, "finetune: error: {}\n", e.what());
-  return 1;
+  return experiment::report_error("finetune", e);
 }

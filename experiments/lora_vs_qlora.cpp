@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
         qlora_specs[k].output = out / fmt::format("N{}", n) / (k == 0 ? "qlora" : "qlora-" + quant::canonical_scheme_name(schemes[k]));
         specs.push_back(qlora_specs[k]);
       }
-      for (auto& g : ex::run_sweep<experiments::model_and_ggml_schemes>(in.file, d, specs, o.seeds, ex::print_progress))
+      ex::sweep_options sweep = o.sweep();  // one sweep per size: its own cells
+      sweep.cells_dir = out / "cells" / fmt::format("N{}", n);
+      for (auto& g : ex::run_sweep<experiments::model_and_ggml_schemes>(in.file, d, specs, sweep, ex::print_progress))
         groups.push_back(std::move(g));
     }
     const auto size_of = [&](const ex::run_group& g) { return ns[std::size_t(&g - groups.data()) / per]; };  // `per` groups a size

@@ -124,6 +124,7 @@ inline std::string base_model_record(const nn::model_file& file, const std::stri
   if (export_base.empty() && fs::is_directory(model_path) && fs::exists(fs::path(model_path) / "config.json"))
     return fs::absolute(model_path).lexically_normal().string();
   const fs::path dir = export_base.empty() ? output_dir / "base_model" : fs::path(export_base);
+  if (!dist::group::world().is_root()) return fs::absolute(dir).lexically_normal().string();  // rank 0 writes it
   if (fs::exists(dir / "config.json")) {
     const nn::model_file existing = nn::read_hf_dir(dir);
     bool same = existing.config == file.config && existing.tensors.size() == file.tensors.size();

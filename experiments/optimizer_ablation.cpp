@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     });
     const ex::inputs in = ex::load_inputs(o, argv[0]);
     fmt::print("{}\nscheme {}, r {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.scheme, o.r, o.alpha, o.targets, o.seeds);
-    const auto groups = ex::run_sweep(in.file, in.data, specs, o.seeds, ex::print_progress);
+    const auto groups = ex::run_sweep(in.file, in.data, specs, o.sweep(), ex::print_progress);
 
     ex::report rep(o.output_dir, "optimizer_ablation", "Does 8-bit AdamW cost anything? Optimizer state and losses of AdamW, "
                                                        "bitsandbytes' AdamW8bit and SGD on the same adapters.");

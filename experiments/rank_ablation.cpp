@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     });
     const experiment::inputs in = experiment::load_inputs(o, argv[0]);
     fmt::print("{}\nscheme {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.scheme, o.alpha, o.targets, o.seeds);
-    const auto groups = experiment::run_sweep(in.file, in.data, specs, o.seeds, experiment::print_progress);
+    const auto groups = experiment::run_sweep(in.file, in.data, specs, o.sweep(), experiment::print_progress);
 
     experiment::report rep(o.output_dir, "rank_ablation", "Which LoRA rank? Trainable parameters, memory, speed and eval loss "
                                                           "after the same steps, at each rank (Hu et al. 2021, Table 6 in small).");

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
     });
     const ex::inputs in = ex::load_inputs(o, argv[0]);
     fmt::print("{}\nr {}, alpha {}, targets {}, {} seed(s)\n\n", in.describe(), o.r, o.alpha, o.targets, o.seeds);
-    const auto groups = ex::run_sweep<ablation_schemes>(in.file, in.data, specs, o.seeds, ex::print_progress);
+    const auto groups = ex::run_sweep<ablation_schemes>(in.file, in.data, specs, o.sweep(), ex::print_progress);
 
     ex::report rep(o.output_dir, "scheme_ablation", "Which quantized base? The base's own perplexity and the eval loss after the same "
                                                     "LoRA run, for every scheme (QLoRA Table 2 / Figure 3 in small).");

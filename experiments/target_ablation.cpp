@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       }
     fmt::print("{}\nscheme {}, budget {} trainable parameters (all-linear at r={}), {} seed(s)\n\n", in.describe(), o.scheme,
                lora::with_commas(budget), o.r, o.seeds);
-    const auto groups = ex::run_sweep(in.file, in.data, specs, o.seeds, ex::print_progress);
+    const auto groups = ex::run_sweep(in.file, in.data, specs, o.sweep(), ex::print_progress);
 
     ex::report rep(o.output_dir, "target_ablation", "Where do the adapters go? {q,v}, {q,k,v,o} or all linear layers, at equal rank "
                                                     "and at equal trainable-parameter budget (QLoRA §4 in small).");

@@ -36,6 +36,9 @@ packages=(
 )
 # scripts/fuzz.sh: clang++ -fsanitize=fuzzer (libFuzzer is in libclang-rt-14-dev) with -fopenmp (LLVM's libomp).
 [ "$fuzz" = 1 ] && packages+=(clang libclang-rt-14-dev libomp-dev)
+# --all: Open MPI too (sweeps over ranks, data-parallel training; the MPI tests run under mpirun). The main job alone
+# does not need it.
+[ "$all" = 1 ] && packages+=(libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,7 @@
 //       return 0;
 //     });
 //   }
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -35,6 +36,8 @@
 #include "core/blas.hpp"
 #include "core/check.hpp"
 #include "core/startup_environment.hpp"
+#include "dist/fingerprint.hpp"
+#include "dist/group.hpp"
 
 namespace loralab::experiment {
 
@@ -115,12 +118,25 @@ class command_line {
       std::cerr << program_ << ": --threads must be >= 0, got " << threads << "\n";
       return 2;
     }
+    arguments_fingerprint = dist::fingerprint_arguments(argc, argv);
+    // Under an MPI launcher (dist/group.hpp): MPI_Init here; ranks on one node share its cores unless --threads
+    // says otherwise, and only rank 0 prints (the other ranks' errors still reach stderr).
+    const dist::group& world = dist::group::world();
+    if (world.size() > 1) {
+      if (threads == 0) threads = std::max(1, omp_get_num_procs() / dist::launched().local_size);
+      if (!world.is_root()) {
+        if (!std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
+        header = nullptr;
+      }
+    }
     if (threads > 0) omp_set_num_threads(threads);
     // OMP_DYNAMIC=true lets the runtime hand OpenBLAS's parallel sgemm fewer threads than it partitioned the work
     // for, and OpenBLAS 0.3.21 then waits forever for the missing ones (seen: a hang in the first product). Teams
     // of the size asked, always.
     omp_set_dynamic(0);
-    if (header) fmt::print(header, "{}; {}\n", core::blas_header(), core::wait_policy_description());
+    if (header)
+      fmt::print(header, "{}; {}{}\n", core::blas_header(), core::wait_policy_description(),
+                 world.size() > 1 ? fmt::format("; MPI: {} ranks, {} threads each", world.size(), threads) : "");
     return std::nullopt;
   }
 
@@ -129,6 +145,7 @@ class command_line {
 
   int threads = 0;
   std::uint64_t seed = 42;
+  std::uint64_t arguments_fingerprint = 0;  ///< of argv after the program's name: ranks compare it (dist/fingerprint.hpp)
   std::FILE* header = stderr;  ///< where parse() prints the BLAS line; nullptr: nowhere
   po::options_description desc;
   po::variables_map vm;
@@ -177,14 +194,34 @@ inline std::string default_model_file(const std::string& name, const char* argv0
        there.string(), " (from the program); pass --model and --tokenizer");
 }
 
-/// Runs main's body; a loralab::error or any other exception becomes "NAME: error: MESSAGE" on stderr and exit 1.
+/// What a program does with an exception that ends it: "NAME: error: MESSAGE" on stderr, exit code 1. Under MPI an
+/// error every rank raised alike (dist::collective_error) is printed by rank 0 alone and every rank returns; any other
+/// error is this rank's own, so it is printed with the rank and the whole job is ended (the other ranks would wait
+/// for this one in their next sum forever).
+inline int report_error(const char* name, const std::exception& e) {
+  const bool collective = dynamic_cast<const dist::collective_error*>(&e) != nullptr;
+  const dist::launch_environment env = dist::launched();
+  if (env.size <= 1) {
+    fmt::print(stderr, "{}: error: {}\n", name, e.what());
+    return 1;
+  }
+  if (collective) {
+    if (env.rank == 0) fmt::print(stderr, "{}: error: {}\n", name, e.what());
+    return 1;
+  }
+  fmt::print(stderr, "{}: error on rank {} of {}: {}\n", name, env.rank, env.size, e.what());
+  std::fflush(stderr);
+  dist::abort_job(1);
+}
+
+/// Runs main's body; a loralab::error or any other exception becomes "NAME: error: MESSAGE" on stderr and exit 1
+/// (report_error).
 template <class F>
 int guarded_main(const char* name, F&& body) {
   try {
     return body();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "{}: error: {}\n", name, e.what());
-    return 1;
+    return report_error(name, e);
   }
 }
 

@@ -24,6 +24,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "dist/group.hpp"
 #include "experiment/sweep.hpp"
 
 namespace loralab::experiment {
@@ -264,19 +265,35 @@ struct report {
   std::filesystem::path path(const std::string& ext) const { return dir / (name + ext); }
 
   /// Prints the table and the conclusion; writes NAME.csv, NAME.json, NAME.png (when gnuplot works) and report.md.
+  /// Under mpirun only rank 0 does (every rank has the same results). When a sweep of this program left runs
+  /// unfinished (experiment/sweep.hpp), the outputs name them (stdout, report.md, NAME.json "unfinished") and write()
+  /// then ends the program with an error that says how to run only those.
   void write() const {
+    const auto& unfinished = detail::unfinished_runs();
+    if (dist::group::world().is_root()) write_files(unfinished);
+    dist::check_collective(unfinished.empty(), unfinished.size(), " run(s) did not finish (named in ", (dir / "report.md").string(),
+                           "; the table holds the others): fix the cause and rerun with --resume to run only those");
+  }
+
+ private:
+  void write_files(const std::vector<std::string>& unfinished) const {
+    std::string missing;
+    for (const auto& u : unfinished) missing += "- " + u + "\n";
     table.print_markdown();
+    if (!missing.empty()) fmt::print("\nNot finished ({} run(s); the table holds the others):\n{}", unfinished.size(), missing);
     if (!conclusion.empty()) fmt::print("\n{}\n", conclusion);
     std::filesystem::create_directories(dir);
     table.write_csv(path(".csv"));
     nlohmann::ordered_json j = json;
     j["conclusion"] = conclusion;
+    if (!unfinished.empty()) j["unfinished"] = unfinished;
     detail::write_text_atomic(path(".json"), j.dump(2));
     bool plotted = false;
     if (figure) plotted = run_gnuplot(figure->gnuplot_script(path(".png")), path(".gp"));
     std::string md = "# " + name + "\n\n" + question + "\n\n";
     if (!setup.empty()) md += "```\n" + setup + (setup.ends_with("\n") ? "" : "\n") + "```\n\n";
     md += table.markdown() + "\n";
+    if (!missing.empty()) md += "**Not finished** (" + std::to_string(unfinished.size()) + " run(s); the table holds the others):\n\n" + missing + "\n";
     if (plotted) md += "![" + name + "](" + name + ".png)\n\n";
     if (!conclusion.empty()) md += conclusion + "\n";
     md += "\nData: [" + name + ".csv](" + name + ".csv), [" + name + ".json](" + name + ".json).\n";

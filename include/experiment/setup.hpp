@@ -19,6 +19,8 @@
 #include "data/dataset.hpp"
 #include "experiment/cli.hpp"
 #include "experiment/run.hpp"
+#include "experiment/sweep.hpp"
+#include "dist/fingerprint.hpp"
 #include "lora/targets.hpp"
 #include "nn/model_io.hpp"
 #include "nn/tokenizer.hpp"
@@ -39,9 +41,10 @@ struct setup_options {
   int max_steps = 0;
   // the experiment
   int seeds = 1;
-  bool quick = false;
+  bool quick = false, resume = false;
   std::string output_dir;
   std::uint64_t seed = 42;  ///< --seed (the command line's), copied by finish()
+  std::uint64_t arguments_fingerprint = 0;  ///< the command line's, copied by finish(): ranks compare it
 
   /// Adds every flag to `cli`, the current values as defaults (--train-size only when the program has one training set).
   void add_to(command_line& cli, bool with_train_size = true) {
@@ -65,6 +68,7 @@ struct setup_options {
         .flag("max-steps", max_steps, "optimizer steps per run (0: from --epochs)")
         .flag("seeds", seeds, "runs per configuration (seeds --seed, --seed+1, …): mean ± std")
         .option_switch("quick", quick, "a few steps on 32 records: the whole experiment in seconds (CI)")
+        .option_switch("resume", resume, "reuse the runs OUT/cells holds (finished earlier, e.g. before a failure) and run only the others")
         .flag("output-dir", output_dir, "table, CSV, JSON, figure and report.md");
     if (with_train_size) cli.flag("train-size", train_size, "training records per run: the first N of the shuffled train split (0: all)");
   }
@@ -72,6 +76,7 @@ struct setup_options {
   /// After cli.parse(): takes --seed, and --quick's sizes unless a flag was given explicitly.
   void finish(const command_line& cli) {
     seed = cli.seed;
+    arguments_fingerprint = cli.arguments_fingerprint;
     if (!quick) return;
     if (!cli.given("train-size")) train_size = 32;
     if (!cli.given("val-size")) val = "16";
@@ -86,6 +91,15 @@ struct setup_options {
     if (auto code = cli.parse(argc, argv)) return code;
     finish(cli);
     return std::nullopt;
+  }
+
+  /// How run_sweep runs this experiment's grid: --seeds per configuration, every finished run kept in OUT/cells,
+  /// --resume reusing them; under mpirun, the ranks share the runs.
+  sweep_options sweep() const {
+    sweep_options s(seeds);
+    if (!output_dir.empty()) s.cells_dir = std::filesystem::path(output_dir) / "cells";
+    s.resume = resume;
+    return s;
   }
 
   /// Every flag checked before anything is read or trained.
@@ -207,6 +221,10 @@ inline inputs load_inputs(const setup_options& o, const char* argv0) {
   in.dc.batch_size = o.batch_size, in.dc.seq_len = o.seq_len;
   in.dc.seed = o.seed;
   in.dc.validate();
+  dist::check_same_inputs(dist::group::world(), {{"command line", "", o.arguments_fingerprint},
+                                                 {"model", in.model_path, dist::fingerprint_path(in.model_path)},
+                                                 {"tokenizer", in.tokenizer_path, dist::fingerprint_path(in.tokenizer_path)},
+                                                 {"data file", o.data, dist::fingerprint_path(o.data)}});
   in.file = nn::load_model_file(in.model_path);
   LORALAB_CHECK(o.seq_len <= in.file.config.max_seq_len, "--seq-len ", o.seq_len, " exceeds the model's context of ",
                 in.file.config.max_seq_len, " (", in.model_path, ")");

@@ -10,6 +10,12 @@
 //
 // A seed changes the adapters' initialisation, the dropout masks and the optimizer's stochastic parts; the data split
 // and batch order stay those of the dataset's own seed, so the spread is the training's, not the data's.
+//
+// Under mpirun the grid's cells (configuration × seed, experiment/sweep_cells.hpp) are shared by the ranks, rank r
+// running cells c ≡ r (mod N), each alone on its rank; the results are gathered so that every rank returns the same
+// groups, and rank 0 writes the report (experiment/report.hpp). A cell that fails is a hole with a name: its group
+// lists it in `failed`, the report names it and the program exits 1. With sweep_options::cells_dir each finished cell
+// is kept in DIR/cell-C.json, and `resume` runs only the cells without one (experiments: OUT/cells, --resume).
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -19,7 +25,9 @@
 #include <fmt/core.h>
 
 #include "core/check.hpp"
+#include "dist/group.hpp"
 #include "experiment/run.hpp"
+#include "experiment/sweep_cells.hpp"
 
 namespace loralab::experiment {
 
@@ -93,7 +101,8 @@ inline spread spread_of(const std::vector<double>& xs) {
 /// One configuration and its runs, one per seed.
 struct run_group {
   run_spec spec;
-  std::vector<run_result> runs;
+  std::vector<run_result> runs;     ///< the seeds that finished, in seed order
+  std::vector<std::string> failed;  ///< "seed 43 (rank 1): MESSAGE" for each seed that did not
 
   std::string name() const { return spec.name(); }
   spread of(const metric& m) const {
@@ -103,37 +112,98 @@ struct run_group {
   }
 };
 
+/// How a sweep runs: seeds per configuration, where finished cells are kept, whether those are reused, over which
+/// processes. An int converts to it (seeds), so run_sweep(file, data, specs, 3) reads as before.
+struct sweep_options {
+  int seeds = 1;
+  std::filesystem::path cells_dir;  ///< empty: cells are not kept
+  bool resume = false;              ///< reuse cells_dir's finished cells, run only the others
+  const dist::group* group = nullptr;  ///< nullptr: dist::group::world() (every rank of an mpirun, else this process)
+  sweep_options(int s = 1) : seeds(s) {}  // NOLINT: implicit on purpose
+};
+
+namespace detail {
+/// Every run of this process's sweeps that did not finish, in the words the report prints (report::write names them
+/// and ends the program with exit code 1).
+inline std::vector<std::string>& unfinished_runs() {
+  static std::vector<std::string> all;
+  return all;
+}
+}  // namespace detail
+
 /// Runs every spec with seeds spec.train.seed, +1, …, +seeds−1 (train_one<Schemes>); `progress` is called after each
-/// run. An empty sweep or seeds < 1 is an error.
+/// run this rank makes. An empty sweep, seeds < 1 or more ranks than cells is an error before any run. A run that
+/// fails does not stop the others: its group lists it in `failed`.
 template <class Schemes = quant::model_schemes, class Progress>
 std::vector<run_group> run_sweep(const nn::model_file& file, const data::prepared_dataset& data, const std::vector<run_spec>& specs,
-                                 int seeds, Progress&& progress) {
+                                 const sweep_options& o, Progress&& progress) {
+  const int seeds = o.seeds;
   LORALAB_CHECK(!specs.empty(), "the sweep is empty: no configuration to run");
   LORALAB_CHECK(seeds >= 1, "--seeds must be >= 1, got ", seeds);
+  LORALAB_CHECK(data.train.size() > 0, "the training set is empty");
   for (const auto& s : specs) {  // every configuration checked before the first run
     s.validate();
     const std::string name = quant::canonical_scheme_name(s.scheme);
     LORALAB_CHECK(Schemes::contains(name), "unknown scheme '", s.scheme, "'; known: ", Schemes::names());
   }
-  std::vector<run_group> groups;
-  for (const auto& s : specs) {
-    run_group g;
-    g.spec = s;
-    for (int i = 0; i < seeds; ++i) {
-      run_spec one = s;
-      one.train.seed = s.train.seed + std::uint64_t(i);
-      if (!one.output.empty() && seeds > 1) one.output /= fmt::format("seed{}", one.train.seed);
-      g.runs.push_back(train_one<Schemes>(file, data, one));
-      progress(g.runs.back());
+  const dist::group& g = o.group ? *o.group : dist::group::world();
+  const std::size_t cells = specs.size() * std::size_t(seeds);
+  dist::check_collective(std::size_t(g.size()) <= cells, "mpirun started ", g.size(), " ranks for a sweep of ", cells, " run(s) (",
+                         specs.size(), " configuration(s) x ", seeds, " seed(s)): a rank would have nothing to do; use -np ", cells,
+                         " or fewer");
+  const auto spec_of = [&](std::size_t c) {
+    run_spec one = specs[c / std::size_t(seeds)];
+    const std::uint64_t base = one.train.seed;
+    one.train.seed = base + std::uint64_t(c % std::size_t(seeds));
+    if (!one.output.empty() && seeds > 1) one.output /= fmt::format("seed{}", one.train.seed);
+    return one;
+  };
+  // This rank's cells, each kept as JSON: {"cell": c, "result": …} or {"cell": c, "error": …}.
+  nlohmann::ordered_json mine = nlohmann::ordered_json::array();
+  for (std::size_t c = std::size_t(g.rank()); c < cells; c += std::size_t(g.size())) {
+    const run_spec one = spec_of(c);
+    nlohmann::ordered_json cell;
+    cell["cell"] = c;
+    try {
+      std::optional<run_result> r;
+      if (o.resume && !o.cells_dir.empty()) r = load_cell(o.cells_dir, c, one);
+      if (!r) {
+        r = train_one<Schemes>(file, data, one);
+        if (!o.cells_dir.empty()) save_cell(o.cells_dir, c, *r);
+        progress(*r);
+      }
+      cell["result"] = cell_to_json(*r);
+    } catch (const std::exception& e) {
+      cell["error"] = e.what();
+      fmt::print(stderr, "sweep: {} seed {}{} failed: {}\n", one.name(), one.train.seed,
+                 g.size() > 1 ? fmt::format(" (rank {})", g.rank()) : "", e.what());
     }
-    groups.push_back(std::move(g));
+    mine.push_back(cell);
+  }
+  std::vector<run_group> groups(specs.size());
+  for (std::size_t k = 0; k < specs.size(); ++k) groups[k].spec = specs[k];
+  const std::vector<std::string> all = g.all_gather(mine.dump());
+  std::vector<std::optional<nlohmann::ordered_json>> by_cell(cells);
+  for (std::size_t r = 0; r < all.size(); ++r)
+    for (const auto& cell : nlohmann::ordered_json::parse(all[r])) by_cell[cell.at("cell").get<std::size_t>()] = cell;
+  for (std::size_t c = 0; c < cells; ++c) {
+    const run_spec one = spec_of(c);
+    run_group& grp = groups[c / std::size_t(seeds)];
+    const nlohmann::ordered_json& cell = *by_cell[c];
+    const std::string rank = g.size() > 1 ? fmt::format(" (rank {})", c % std::size_t(g.size())) : "";
+    if (cell.contains("result")) {
+      grp.runs.push_back(cell_from_json(cell["result"], one, "the result of cell " + std::to_string(c) + rank));
+    } else {
+      grp.failed.push_back(fmt::format("seed {}{}: {}", one.train.seed, rank, cell.at("error").get<std::string>()));
+      detail::unfinished_runs().push_back(fmt::format("{}, {}", one.name(), grp.failed.back()));
+    }
   }
   return groups;
 }
 template <class Schemes = quant::model_schemes>
 std::vector<run_group> run_sweep(const nn::model_file& file, const data::prepared_dataset& data, const std::vector<run_spec>& specs,
-                                 int seeds = 1) {
-  return run_sweep<Schemes>(file, data, specs, seeds, [](const run_result&) {});
+                                 const sweep_options& o = {}) {
+  return run_sweep<Schemes>(file, data, specs, o, [](const run_result&) {});
 }
 
 /// Is a's mean of m different from b's by more than the seed spread? Larger when |Δ| > 2·√(sa²/na + sb²/nb)

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/python_float.hpp"
+#include "dist/group.hpp"
 #include "train/trainer.hpp"
 
 namespace loralab::train {
@@ -30,7 +31,7 @@ inline std::string python_dict(const nlohmann::ordered_json& j) {
 template <class Model>
 class console_log final : public train_observer<Model> {
  public:
-  explicit console_log(std::ostream& out = std::cout) : out_(out), tty_(&out == &std::cout && isatty(STDOUT_FILENO)) {}
+  explicit console_log(std::ostream& out = std::cout) : out_(out), tty_(&out == &std::cout && isatty(STDOUT_FILENO) && dist::launched().size == 1) {}
 
   void on_begin(trainer<Model>& t, int) override { out_ << t.planned_memory() << "\n"; }
   void on_step(trainer<Model>& t, int step, double loss) override {

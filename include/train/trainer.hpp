@@ -10,6 +10,13 @@
 //   SIGINT finishes the step in flight, checkpoints and stops. A non-finite loss, gradient or updated weight stops
 //   the run naming the step and the first non-finite tensor, before any checkpoint of that step is written.
 //
+// Data parallel (dist::group of N processes, e.g. under mpirun): the GA micro-batches of a step are shared round
+// robin (rank r takes k = r, r + N, …), each rank's gradients are token-mean terms over the whole window, and one flat
+// sum per step (gradients, loss, the interrupt flag) gives every rank the same gradients; each then clips and steps
+// alike, so the adapters stay equal on every rank without being sent. The step's batches and dropout masks are those
+// of one process with the same --grad-accum: the run equals it up to the order of float additions, whatever N is
+// (a checkpoint resumes under another N). Only rank 0 tells its observers (console, files).
+//
 // The trainer computes; it writes nothing. What a run shows or keeps is up to its observers (train_observer):
 // train/console_log.hpp prints HF's log lines, train/run_files.hpp writes the output directory (adapter,
 // checkpoints, metrics.jsonl, run.json) and resumes from it. A run with no observer is a pure computation whose
@@ -30,6 +37,7 @@
 
 #include "core/check.hpp"
 #include "data/dataset.hpp"
+#include "dist/group.hpp"
 #include "lora/lora_model.hpp"
 #include "train/lr_schedule.hpp"
 #include "train/optimizer.hpp"
@@ -158,19 +166,20 @@ std::vector<param_ref> adapter_parameters(Model& m) {
   return params;
 }
 
-/// Token-mean loss over every batch of `loader` with adapters in eval mode (no dropout).
+/// Token-mean loss over every batch of `loader` with adapters in eval mode (no dropout); the batches shared round robin
+/// by the ranks of `g`.
 template <class Model>
-double evaluate(Model& m, const data::batch_loader& loader) {
+double evaluate(Model& m, const data::batch_loader& loader, const dist::group& g = dist::group::self()) {
   lora::set_adapter_mode(m, false, 0);
-  double sum = 0;
-  long long count = 0;
-  for (int i = 0; i < loader.num_batches(); ++i) {
+  double sum_count[2] = {0, 0};
+  for (int i = g.rank(); i < loader.num_batches(); i += g.size()) {
     const data::batch b = loader.batch_at(0, i);
     m.forward(b.tokens, b.B, b.T);
-    sum += m.loss(b.targets, 1.0);  // denominator 1: the sum over the batch's targets
-    count += b.trainable_tokens;
+    sum_count[0] += m.loss(b.targets, 1.0);  // denominator 1: the sum over the batch's targets
+    sum_count[1] += double(b.trainable_tokens);
   }
-  return sum / double(count);
+  g.sum(sum_count, 2);
+  return sum_count[0] / sum_count[1];
 }
 
 template <class Model>
@@ -200,8 +209,13 @@ class trainer {
  public:
   using model_type = Model;
 
-  trainer(model_type& m, const data::prepared_dataset& data, train_options o) : m_(m), data_(data), o_(std::move(o)) {
+  /// `g`: the processes that train this run together (data parallel); by default this one alone.
+  trainer(model_type& m, const data::prepared_dataset& data, train_options o, const dist::group& g = dist::group::self())
+      : m_(m), data_(data), o_(std::move(o)), g_(g) {
     o_.validate();
+    dist::check_collective(g_.size() <= o_.grad_accum, "--grad-accum ", o_.grad_accum, " gives ", o_.grad_accum,
+                           " micro-batch(es) per optimizer step, shared by ", g_.size(), " ranks: every rank needs one; use "
+                           "--grad-accum ", g_.size(), " or a multiple of it (the step's batch is the same whatever the rank count)");
     LORALAB_CHECK(data_.train.size() > 0, "the training set is empty");
     const long long per_epoch = (data_.train.num_batches() + o_.grad_accum - 1) / o_.grad_accum;
     total_ = o_.max_steps > 0 ? o_.max_steps : int(std::ceil(o_.epochs * double(per_epoch)));
@@ -212,11 +226,13 @@ class trainer {
     LORALAB_CHECK(!params_.empty(), "no adapter is attached: nothing to train");
   }
 
-  /// Observers are not owned: they must outlive run().
+  /// Observers are not owned: they must outlive run(). Only rank 0 of a data-parallel group has observers (the
+  /// others compute the same adapters; one writes them).
   trainer& observe(train_observer<Model>& o) {
-    observers_.push_back(&o);
+    if (g_.is_root()) observers_.push_back(&o);
     return *this;
   }
+  const dist::group& group() const { return g_; }
 
   int total_steps() const { return total_; }
   const train_options& options() const { return o_; }
@@ -253,9 +269,10 @@ class trainer {
     long long tokens = 0, samples = 0;
     double since_log = 0;
     int logged_at = start;
+    bool interrupt_seen = false;  // SIGINT on any rank (summed with the step's gradients)
     for (int step = start; step < total_; ++step) {
       const auto s0 = std::chrono::steady_clock::now();
-      const double loss = train_step(step, tokens, samples);
+      const double loss = train_step(step, tokens, samples, interrupt_seen);
       rec.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
       rec.step_losses.push_back(loss);
       since_log += loss;
@@ -278,7 +295,7 @@ class trainer {
           break;
         }
       }
-      const bool interrupt = detail::sigint_seen || (o_.stop_after_steps > 0 && done - start >= o_.stop_after_steps);
+      const bool interrupt = interrupt_seen || (o_.stop_after_steps > 0 && done - start >= o_.stop_after_steps);
       if ((o_.save_steps > 0 && done % o_.save_steps == 0) || interrupt) checkpoint(rec, done);
       if (interrupt) {
         rec.interrupted = true;
@@ -291,7 +308,7 @@ class trainer {
       restore_best();
       rec.final_eval_loss = state_.best_eval_loss;
     } else if (!rec.interrupted && data_.val.size() > 0) {
-      rec.final_eval_loss = evaluate(m_, data_.val);
+      rec.final_eval_loss = evaluate(m_, data_.val, g_);
       nlohmann::ordered_json j;
       j["eval_loss"] = rec.final_eval_loss;
       j["epoch"] = epoch_at(rec.steps);
@@ -323,8 +340,9 @@ class trainer {
     return T;
   }
 
-  /// One optimizer step: GA micro-batches number step·GA … step·GA + GA − 1 of the endless epoch sequence.
-  double train_step(int step, long long& tokens, long long& samples) {
+  /// One optimizer step: GA micro-batches number step·GA … step·GA + GA − 1 of the endless epoch sequence; under a
+  /// group of N ranks this rank computes k ≡ rank (mod N) and the sum gives every rank the whole window's gradients.
+  double train_step(int step, long long& tokens, long long& samples, bool& interrupt) {
     const int nb = data_.train.num_batches();
     std::vector<data::batch> window;
     double count = 0;
@@ -332,17 +350,20 @@ class trainer {
       const long long micro = (long long)step * o_.grad_accum + k;
       window.push_back(data_.train.batch_at(int(micro / nb), int(micro % nb)));
       count += window.back().trainable_tokens;
+      tokens += (long long)window.back().B * window.back().T, samples += window.back().B;  // the whole window, every rank
     }
     for (auto& p : params_) std::fill(p.grad, p.grad + p.size, 0.0f);
-    double loss = 0;
-    for (int k = 0; k < o_.grad_accum; ++k) {
+    double loss_flag[2] = {0, detail::sigint_seen ? 1.0 : 0.0};
+    for (int k = g_.rank(); k < o_.grad_accum; k += g_.size()) {
       const data::batch& b = window[std::size_t(k)];
       lora::set_adapter_mode(m_, true, o_.seed * 1000003ull + std::uint64_t(step) * 1009ull + std::uint64_t(k));
       m_.forward(b.tokens, b.B, b.T);
-      loss += m_.loss(b.targets, count);
+      loss_flag[0] += m_.loss(b.targets, count);
       m_.backward();
-      tokens += (long long)b.B * b.T, samples += b.B;
     }
+    if (g_.size() > 1) sum_over_group(loss_flag);
+    interrupt = interrupt || loss_flag[1] > 0;
+    const double loss = loss_flag[0];
     check_finite(step, loss, (long long)step * o_.grad_accum);
     last_grad_norm_ = clip_grad_norm(params_, o_.max_grad_norm);
     opt_->step(params_, sched_.lr_at(step + 1));
@@ -351,6 +372,19 @@ class trainer {
         stop(step, "the optimizer update made '" + p.name + "' " + bad.what + " at element " + std::to_string(bad.index) +
                        " (its optimizer state is not finite)");
     return loss;
+  }
+
+  /// The step's one exchange: every gradient in one flat buffer, and the loss with the interrupt flag.
+  void sum_over_group(double* loss_flag) {
+    std::size_t n = 0;
+    for (const auto& p : params_) n += p.size;
+    flat_.resize(n);
+    float* at = flat_.data();
+    for (const auto& p : params_) at = std::copy(p.grad, p.grad + p.size, at);
+    g_.sum(flat_.data(), flat_.size());
+    g_.sum(loss_flag, 2);
+    at = flat_.data();
+    for (auto& p : params_) std::copy(at, at + p.size, p.grad), at += p.size;
   }
 
   /// After the backward pass of step (0-based) `step`: the loss, then every adapter weight and gradient must be
@@ -384,7 +418,7 @@ class trainer {
   }
 
   bool eval_and_check_stop(run_record& rec, int done) {
-    const double l = evaluate(m_, data_.val);
+    const double l = evaluate(m_, data_.val, g_);
     nlohmann::ordered_json j;
     j["eval_loss"] = l;
     j["epoch"] = epoch_at(done);
@@ -425,6 +459,8 @@ class trainer {
   model_type& m_;
   const data::prepared_dataset& data_;
   train_options o_;
+  const dist::group& g_;
+  std::vector<float> flat_;  ///< the step's gradients, flat, for the group's sum
   int total_ = 0;
   lr_schedule sched_;
   std::unique_ptr<optimizer> opt_;
