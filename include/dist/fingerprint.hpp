@@ -55,7 +55,7 @@ inline void fingerprint_file(fnv1a& f, const std::filesystem::path& path) {
   }
   buf.resize(sample);
   for (std::uint64_t i = 0; i < samples; ++i) {
-    in.seekg(std::streamoff((size - sample) / (samples - 1) * i));
+    in.seekg(std::streamoff((size - sample) * i / (samples - 1)));  // the last sample ends at the last byte
     in.read(buf.data(), std::streamsize(sample));
     f.add(buf.data(), std::size_t(in.gcount()));
   }

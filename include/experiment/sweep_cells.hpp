@@ -120,6 +120,7 @@ inline void save_cell(const std::filesystem::path& cells_dir, std::size_t cell, 
   j["key"] = spec_key(r.spec), j["seed"] = r.spec.train.seed, j["result"] = cell_to_json(r);
   atomic_file f(cell_file(cells_dir, cell));
   f.write(j.dump(1));
+  f.commit();
 }
 
 /// The saved result of `cell` when its file exists (--resume); a file of another configuration or a damaged one

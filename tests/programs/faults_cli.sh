@@ -26,24 +26,6 @@ rest=(--tokenizer "$M/tok512.model" --batch-size 4 --data "$D/english_quotes.jso
 base=(--model "$M/stories260K.bin" "${rest[@]}")
 run=("${base[@]}" --max-steps 16 --save-steps 2)
 
-# every checkpoint-N in $1 matches its manifest.json (sizes and CRC-32 of every file); prints the first mismatch
-intact() { python3 - "$1" <<'EOF'
-import json, os, re, sys, zlib
-out = sys.argv[1]
-if not os.path.isdir(out): sys.exit(0)
-for d in sorted(os.listdir(out)):
-    if not re.fullmatch(r"checkpoint-[0-9]+", d): continue
-    p = os.path.join(out, d)
-    try:
-        m = json.load(open(os.path.join(p, "manifest.json")))
-        for f in m["files"]:
-            b = open(os.path.join(p, f["name"]), "rb").read()
-            assert len(b) == f["bytes"] and "%08x" % zlib.crc32(b) == f["crc32"], f["name"]
-    except Exception as e:
-        print(f"{p}: not complete ({e!r})"); sys.exit(1)
-EOF
-}
-newest() { ls "$1" 2>/dev/null | sed -n 's/^checkpoint-\([0-9]*\)$/\1/p' | sort -n | tail -1; }
 steps_once() { python3 -c "
 import json,sys; s=[json.loads(l)['step'] for l in open('$1/metrics.jsonl')]; sys.exit(s != list(range(1, $2 + 1)))"; }
 

@@ -5,6 +5,8 @@
 // specs (unknown scheme, empty sweep, 0 seeds) are refused before any run.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <boost/test/unit_test.hpp>
@@ -134,6 +136,68 @@ BOOST_AUTO_TEST_CASE(sweeps_give_seeds_spreads_and_verdicts) {
   const ex::table t = ex::sweep_table(groups, {{"r", [](const auto& g) { return g.name(); }}, "trainable params", "eval loss after"});
   BOOST_TEST(t.markdown().find(" ± ") != std::string::npos);
   BOOST_TEST(t.csv().starts_with("r,seeds,trainable params,trainable params std,eval loss after,eval loss after std\n"), t.csv());
+}
+
+// A sweep's cells: a result travels and is kept as JSON without losing a bit; --resume reruns only the cells without a
+// file; a cell file of another configuration is a named hole, which the report lists before ending with an error.
+BOOST_AUTO_TEST_CASE(sweep_cells_round_trip_resume_and_holes) {
+  loralab::testing::temp_dir dir;
+  ex::run_spec r2 = spec("float32");
+  r2.lora.r = 2, r2.label = "r=2";
+  ex::sweep_options o(2);
+  o.cells_dir = dir.path / "cells";
+  int calls = 0;
+  const auto first = ex::run_sweep(stories(), quotes(), {r2}, o, [&](const ex::run_result&) { ++calls; });
+  BOOST_TEST(calls == 2);
+  BOOST_TEST_REQUIRE(first[0].runs.size() == 2u);
+  for (const auto& r : first[0].runs) {  // the round trip, NaN included
+    const auto back = ex::cell_from_json(ex::cell_to_json(r), r.spec, "test");
+    BOOST_TEST(ex::cell_to_json(back).dump() == ex::cell_to_json(r).dump());
+    BOOST_TEST(back.train.step_losses == r.train.step_losses);
+    BOOST_TEST(back.eval_after() == r.eval_after());
+    BOOST_TEST(back.to_json().dump() == r.to_json().dump());
+  }
+  ex::run_result nan_eval = first[0].runs[0];
+  nan_eval.eval_before = NAN;
+  BOOST_TEST(std::isnan(ex::cell_from_json(ex::cell_to_json(nan_eval), nan_eval.spec, "test").eval_before));
+  BOOST_TEST(std::filesystem::exists(ex::cell_file(o.cells_dir, 0)));
+  BOOST_TEST(std::filesystem::exists(ex::cell_file(o.cells_dir, 1)));
+
+  std::filesystem::remove(ex::cell_file(o.cells_dir, 1));  // lost: the only one run again
+  o.resume = true, calls = 0;
+  const auto again = ex::run_sweep(stories(), quotes(), {r2}, o, [&](const ex::run_result&) { ++calls; });
+  BOOST_TEST(calls == 1);
+  BOOST_TEST_REQUIRE(again[0].runs.size() == 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    BOOST_TEST(again[0].runs[i].train.step_losses == first[0].runs[i].train.step_losses, "seed " << i);
+    BOOST_TEST(again[0].runs[i].eval_after() == first[0].runs[i].eval_after(), "seed " << i);
+  }
+  BOOST_TEST(again[0].runs[0].train.step_seconds == first[0].runs[0].train.step_seconds, "cell 0 was read, not run");
+
+  ex::run_spec other = r2;  // another configuration's file in cell 0's place
+  other.lora.alpha = 99;
+  ex::save_cell(o.cells_dir, 0, ex::cell_from_json(ex::cell_to_json(first[0].runs[0]), other, "test"));
+  ex::detail::unfinished_runs().clear();
+  const auto holed = ex::run_sweep(stories(), quotes(), {r2}, o);
+  BOOST_TEST(holed[0].runs.size() == 1u);
+  BOOST_TEST_REQUIRE(holed[0].failed.size() == 1u);
+  BOOST_TEST(holed[0].failed[0].find("seed 42: ") == 0u, holed[0].failed[0]);
+  BOOST_TEST(holed[0].failed[0].find("cell-0.json: holds the run 'r=2 | float32 r2 all-linear adamw seed 42 | alpha 99") != std::string::npos,
+             holed[0].failed[0]);
+  BOOST_TEST_REQUIRE(ex::detail::unfinished_runs().size() == 1u);
+  ex::report rep(dir.path / "report", "holes", "Does a hole get a name?");
+  rep.table = ex::sweep_table(holed, {{"r", [](const auto& g) { return g.name(); }}, "eval loss after"});
+  try {
+    rep.write();
+    BOOST_ERROR("write() must end with an error when a run did not finish");
+  } catch (const dist::collective_error& e) {
+    BOOST_TEST(std::string(e.what()).starts_with("1 run(s) did not finish (named in "), e.what());
+  }
+  std::ifstream md(dir.path / "report" / "report.md");
+  const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  BOOST_TEST(text.find("**Not finished** (1 run(s)") != std::string::npos, text);
+  BOOST_TEST(text.find("- r=2, seed 42: ") != std::string::npos, text);
+  ex::detail::unfinished_runs().clear();
 }
 
 BOOST_AUTO_TEST_CASE(bad_specs_are_refused_before_any_run) {
