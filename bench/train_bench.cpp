@@ -65,6 +65,7 @@ namespace data = loralab::data;
 namespace train = loralab::train;
 namespace nn = loralab::nn;
 namespace q = loralab::quant;
+namespace dist = loralab::dist;
 /// The bases train_bench compares: LoRA over float32, QLoRA over bitsandbytes' block-64 schemes, LLM.int8() and
 /// ggml's Q4_1 (a GGUF's own blocks with --model; quantized from the floats otherwise, which needs K % 32 == 0).
 using bench_schemes = q::scheme_list<q::float32, q::nf4<64>, q::double_quant<q::nf4<64>>, q::fp4<64>, q::int8_rowwise, q::ggml_q4_1>;
@@ -168,6 +169,7 @@ struct result {
   std::vector<double> steps;  ///< timed step seconds, all rounds
   double step_s = 0, tokens_per_s = 0, linear_bits = 0, planned_mib = 0, loss = 0, gemm_flops = 0;
   double rss_before_mib = NAN, peak_rss_mib = NAN;  ///< RSS before the model was built; the run's peak (trainer's VmHWM)
+  std::size_t adapter_floats = 0;  ///< trainable floats: what a data-parallel step sums between ranks
 };
 
 /// The RSS a run starts from: freed memory handed back first (malloc_trim), so one base's pages do not count for the next.
@@ -206,9 +208,11 @@ result bench_base(const std::string& label, double rss_before, ll::lora_model<Ba
   r.planned_mib = double(rec.memory.total()) / (1 << 20);
   r.loss = rec.step_losses.back();
   r.gemm_flops = step_gemm_flops(m.config, o.batch, o.seq_len, targets, rank, checkpointing);
+  ll::for_each_adapter(m, [&](const std::string&, auto& a, auto&) { r.adapter_floats += std::size_t(a.A.size() + a.B.size()); });
   fmt::print("  {:<7} checkpointing {:<3}  {:7.1f} ms/step  (loss {:.4f}; planned {:.1f} MiB, measured {:.1f} MiB{})\n", label,
              checkpointing ? "on" : "off", 1e3 * r.step_s, r.loss, r.planned_mib, r.peak_rss_mib - r.rss_before_mib,
-             dist::group::world().size() > 1 ? fmt::format("; {:.2f} ms/step summing gradients over {} ranks", sum_ms, dist::group::world().size()) : "");
+             dist::group::world().size() > 1 ? fmt::format("; {:.2f} ms/step summing {:.1f} KiB of gradients over {} ranks", sum_ms,
+                                                           4.0 * double(r.adapter_floats) / 1024, dist::group::world().size()) : "");
   std::fflush(stdout);
   return r;
 }

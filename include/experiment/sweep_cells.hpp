@@ -30,8 +30,9 @@ inline std::string spec_key(const run_spec& s) {
   const auto& t = s.train;
   return fmt::format("{} | {} | alpha {} dropout {} rslora {} init {} | lr {} steps {} epochs {} ga {} clip {} wd {} sched {} warmup {} | "
                      "checkpointing {}",
-                     s.name(), s.describe(), s.lora.alpha, s.lora.dropout, s.lora.use_rslora, int(s.lora.init), t.lr, t.max_steps,
-                     t.epochs, t.grad_accum, t.max_grad_norm, t.weight_decay, int(t.scheduler), t.warmup_steps,
+                     s.name(), s.describe(), s.lora.alpha, s.lora.dropout, s.lora.use_rslora,
+                     s.lora.init == lora::lora_init::gaussian ? "gaussian" : "kaiming_uniform", t.lr, t.max_steps, t.epochs, t.grad_accum,
+                     t.max_grad_norm, t.weight_decay, train::to_string(t.scheduler), t.warmup_steps,
                      to_string(s.gradient_checkpointing));
 }
 
