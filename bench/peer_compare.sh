@@ -22,6 +22,8 @@ usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nock
              (the frozen base's products in bf16, float accumulation) against the peer's float32 lora / qlora;
              q4_1 (not a default): loralab only, QLoRA over ggml Q4_1 (the GGUF's own blocks at 135M), ckpt off
   --threads  threads of both sides (train_bench --threads, torch.set_num_threads)
+  --replicas loralab's model clones per batch, one thread each (train_bench --replicas; default 1: one model, its
+             products threaded); the peer always runs one model on --threads threads
   --rounds   each round runs every config, loralab and PEFT, the order alternating by round; medians over rounds
   --steps    timed steps per run (default 20 at 260K, 3 at 30M, 2 at 135M); --warmup: untimed steps first
              (default 2; 1 at 135M)
@@ -29,24 +31,24 @@ usage: bench/peer_compare.sh [--sizes 260K,30M] [--configs lora,qlora,qlora-nock
 env: LORALAB_PEER_VENV=DIR (a venv with torch transformers peft bitsandbytes), LORALAB_TRAIN_BENCH=BINARY
 EOF
 }
-sizes=260K,30M configs=lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16 threads=2 rounds=2 steps= warmup= out=build/peer_compare
+sizes=260K,30M configs=lora,qlora,qlora-nockpt,lora-bf16,qlora-bf16 threads=2 rounds=2 steps= warmup= out=build/peer_compare replicas=1
 while (($#)); do
   flag=$1 val=
   case $flag in
     -h|--help) usage; exit 0 ;;
-    --sizes=*|--configs=*|--threads=*|--rounds=*|--steps=*|--warmup=*|--out=*) val=${flag#*=} flag=${flag%%=*}; shift ;;
-    --sizes|--configs|--threads|--rounds|--steps|--warmup|--out) (($# >= 2)) || die "$flag needs a value"; val=$2; shift 2 ;;
-    *) die "unknown argument '$flag' (flags: --sizes --configs --threads --rounds --steps --warmup --out; --help)" ;;
+    --sizes=*|--configs=*|--threads=*|--rounds=*|--steps=*|--warmup=*|--out=*|--replicas=*) val=${flag#*=} flag=${flag%%=*}; shift ;;
+    --sizes|--configs|--threads|--rounds|--steps|--warmup|--out|--replicas) (($# >= 2)) || die "$flag needs a value"; val=$2; shift 2 ;;
+    *) die "unknown argument '$flag' (flags: --sizes --configs --threads --rounds --steps --warmup --out --replicas; --help)" ;;
   esac
   case $flag in
     --sizes) sizes=$val ;; --configs) configs=$val ;; --threads) threads=$val ;; --rounds) rounds=$val ;;
-    --steps) steps=$val ;; --warmup) warmup=$val ;; --out) out=$val ;;
+    --steps) steps=$val ;; --warmup) warmup=$val ;; --out) out=$val ;; --replicas) replicas=$val ;;
   esac
 done
 for s in ${sizes//,/ }; do [[ $s =~ ^(260K|30M|135M)$ ]] || die "--sizes: unknown size '$s' (known: 260K, 30M, 135M)"; done
 for c in ${configs//,/ }; do [[ $c =~ ^(lora|qlora|qlora-nockpt|lora-bf16|qlora-bf16|q4_1)$ ]] || die "--configs: unknown config '$c' (known: lora, qlora, qlora-nockpt, lora-bf16, qlora-bf16, q4_1)"; done
 [[ -n ${sizes//,/} && -n ${configs//,/} ]] || die "--sizes and --configs need at least one value"
-for v in threads rounds steps; do [[ -z ${!v} && $v == steps || ${!v} =~ ^[1-9][0-9]*$ ]] || die "--$v '${!v}': need a positive integer"; done
+for v in threads rounds steps replicas; do [[ -z ${!v} && $v == steps || ${!v} =~ ^[1-9][0-9]*$ ]] || die "--$v '${!v}': need a positive integer"; done
 [[ -z $warmup || $warmup =~ ^[0-9]+$ ]] || die "--warmup '$warmup': need an integer >= 0"
 gguf=${LORALAB_CACHE:-$HOME/.cache/loralab}/SmolLM2-135M-Instruct.Q4_1.gguf
 [[ ,$sizes, != *,135M,* || -f $gguf ]] || die "--sizes 135M needs $gguf: fetch it with scripts/get_model.sh smollm2"
@@ -81,7 +83,7 @@ jget() { python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).read()
 
 cpu="$(awk -F': ' '/^model name/ {m = $2} /^cpu family/ {f = $2} /^model[ \t]*:/ {n = $2}
   END {printf "%s (family %s, model %s)", m, f, n}' /proc/cpuinfo), $(nproc) logical CPUs"
-echo "peer_compare: $cpu; sizes $sizes, configs $configs, threads $threads, rounds $rounds; logs in $out/logs"
+echo "peer_compare: $cpu; sizes $sizes, configs $configs, threads $threads, loralab replicas $replicas, rounds $rounds; logs in $out/logs"
 for s in ${sizes//,/ }; do  # the peer's random-weight checkpoint, written before anything is timed
   "$py" bench/peft_peer.py --size "$s" --prepare --cache build/peer-cache --gguf "$gguf" > "$out/logs/setup_$s.json" 2> "$out/logs/setup_$s.log" ||
     fail "$out/logs/setup_$s.log" "peft_peer.py --prepare --size $s"
@@ -99,7 +101,7 @@ run() {  # side round size config steps: one process, one line of runs.tsv
   [[ $c == qlora ]] && ck=on
   if [[ $side == loralab ]]; then
     timed "$bin" "${model[@]}" --batch 4 --seq-len $T --bases $base --checkpointing $ck --compute $compute --rounds 1 --contention false --warmup "$w" \
-      --steps "$n" --threads "$threads" --csv "$out/logs/run.csv" > "$log" 2>&1 || fail "$log" "train_bench"
+      --steps "$n" --threads "$threads" --replicas "$replicas" --csv "$out/logs/run.csv" > "$log" 2>&1 || fail "$log" "train_bench"
     read -r step tps planned measured bits < <(awk -F, 'NR == 1 {for (i = 1; i <= NF; ++i) c[$i] = i}  # columns by name
       NR == 2 {print $c["step_ms"] / 1000, $c["tokens_per_s"], $c["planned_mib"], $c["measured_mib"], $c["linear_bits_per_weight"]}' "$out/logs/run.csv")
   else
@@ -138,7 +140,7 @@ blas=$(cat "$out"/logs/r1_*_loralab.log | grep -m1 '^blas:' || true)  # the firs
 [[ -n $blas ]] || blas="no 'blas:' line from train_bench; linked: $(ldd "$bin" | awk '/blas|mkl|lapack/ {print $1}' | paste -sd' ')"
 s1=${sizes%%,*}
 python3 - "$runs" "$out" "$cpu" "$blas" "$(jget "$out/logs/setup_$s1.json" torch_info)" \
-  "$(jget "$out/logs/setup_$s1.json" versions)" "$load" "threads $threads, rounds $rounds, warmup ${warmup:-2 (1 at 135M)}, steps ${steps:-20 at 260K, 3 at 30M, 2 at 135M}" <<'EOF'
+  "$(jget "$out/logs/setup_$s1.json" versions)" "$load" "threads $threads, loralab replicas $replicas, rounds $rounds, warmup ${warmup:-2 (1 at 135M)}, steps ${steps:-20 at 260K, 3 at 30M, 2 at 135M}" <<'EOF'
 import ast, csv, statistics, sys
 runs, out, cpu, blas, torch_info, versions, load, setup = sys.argv[1:]
 versions = ", ".join(f"{k} {v}" for k, v in ast.literal_eval(versions).items())

@@ -79,7 +79,7 @@ namespace {
 struct options {
   std::string bases, checkpointing = "off,on", compute = "float";  // bases: default_bases(model)
   std::string size = "30M", model, data = "/usr/share/games/fortunes/fortunes", targets = "all-linear", csv;
-  int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0, grad_accum = 1;
+  int batch = 4, seq_len = 256, warmup = 1, steps = 2, rounds = 3, threads = 0, grad_accum = 1, replicas = 1;
   double dropout = 0.05;
   std::uint64_t seed = 1234;
   bool fixed_rank = false, contention = true;
@@ -194,6 +194,7 @@ result bench_base(const std::string& label, double rss_before, ll::lora_model<Ba
   t.seed = o.seed;
   t.logging_steps = t.max_steps;
   t.grad_accum = o.grad_accum;
+  t.replicas = o.replicas;
   // under mpirun the ranks share each step's micro-batches (data parallel; bench/mpi_scaling.sh)
   train::trainer<ll::lora_model<Base, Rank>> tr(m, data, t, dist::group::world());  // no observer: nothing is printed or written
   const double summed_before = dist::group::world().reduced().seconds;
@@ -424,6 +425,7 @@ int main(int argc, char** argv) {
         .flag("batch", o.batch, "B: rows per step")
         .flag("seq-len", o.seq_len, "T: tokens per row")
         .flag("grad-accum", o.grad_accum, "micro-batches of B rows per step (under mpirun: shared by the ranks)")
+        .flag("replicas", o.replicas, "model clones sharing each micro-batch's rows, one thread each (train_options::replicas)")
         .flag("warmup", o.warmup, "untimed steps first")
         .flag("steps", o.steps, "timed steps per run")
         .flag("rounds", o.rounds, "runs per base, interleaved; the median over all timed steps is reported")

@@ -143,7 +143,9 @@ int main(int argc, char** argv) try {
       "max-steps", po::value(&o.max_steps)->default_value(0), "optimizer steps (0: from --epochs)")(
       "epochs", po::value(&o.epochs)->default_value(1.0), "epochs when --max-steps is 0")(
       "batch-size", po::value(&dc.batch_size)->default_value(8), "rows per micro-batch")(
-      "grad-accum", po::value(&o.grad_accum)->default_value(1), "micro-batches per optimizer step")(
+      "grad-accum", po::value(&o.grad_accum)->default_value(1), "micro-batches per optimizer step (under mpirun: over all ranks)")(
+      "replicas", po::value(&o.replicas)->default_value(1), "model clones sharing each micro-batch's rows, one thread each: "
+                                                            "faster for small models (each clone holds the frozen base)")(
       "seq-len", po::value(&dc.seq_len)->default_value(128), "tokens per row (truncation)")(
       "packing", po::bool_switch(&packing), "pack examples into full rows")(
       "max-grad-norm", po::value(&o.max_grad_norm)->default_value(1.0), "global grad-norm clipping (0: off)")(

@@ -36,7 +36,7 @@ struct setup_options {
   int batch_size = 8, seq_len = 128;
   // one run
   std::string scheme = "nf4-b64-dq", targets = "all-linear", optim = "adamw";
-  int r = 8;
+  int r = 8, replicas = 1;
   double alpha = 16, dropout = 0.05, lr = 3e-3, epochs = 2;
   int max_steps = 0;
   // the experiment
@@ -66,6 +66,7 @@ struct setup_options {
         .flag("optim", optim, "adamw, adamw8bit or sgd")
         .flag("epochs", epochs, "passes over the training records (when --max-steps is 0)")
         .flag("max-steps", max_steps, "optimizer steps per run (0: from --epochs)")
+        .flag("replicas", replicas, "model clones sharing each batch's rows, one thread each (faster for small models; each clone holds the frozen base)")
         .flag("seeds", seeds, "runs per configuration (seeds --seed, --seed+1, …): mean ± std")
         .option_switch("quick", quick, "a few steps on 32 records: the whole experiment in seconds (CI)")
         .option_switch("resume", resume, "reuse the runs OUT/cells holds (finished earlier, e.g. before a failure) and run only the others")
@@ -122,7 +123,7 @@ inline run_spec base_spec(const setup_options& o) {
   s.lora.r = o.r, s.lora.alpha = o.alpha, s.lora.dropout = o.dropout;
   s.targets = lora::parse_targets(o.targets);
   s.train.lr = o.lr, s.train.optim = o.optim, s.train.epochs = o.epochs, s.train.max_steps = o.max_steps;
-  s.train.seed = o.seed;
+  s.train.seed = o.seed, s.train.replicas = o.replicas;
   s.train.logging_steps = 1000000;  // no log lines: the run_result holds every step's loss
   s.validate();
   return s;

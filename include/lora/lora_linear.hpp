@@ -40,13 +40,15 @@ inline std::uint64_t drop_threshold(double p) {
 }
 
 /// out[i] = mᵢ·in[i] (Accumulate: out[i] += mᵢ·in[i]) for i in [begin, end), where mᵢ = 0 when element i is dropped
-/// (hash_bits53(seed, i) < threshold) and `keep` = 1/(1-p) otherwise. Plain pointers and one loop: vectorized.
+/// (hash_bits53(seed, i + first) < threshold) and `keep` = 1/(1-p) otherwise. `first` is the index of element 0 in
+/// the whole batch (rows a replica runs apart keep the masks they have in the batch). Plain pointers and one loop:
+/// vectorized.
 template <bool Accumulate, class S>
 void apply_dropout_mask(const S* __restrict in, S* __restrict out, std::int64_t begin, std::int64_t end, std::uint64_t seed,
-                        std::uint64_t threshold, S keep) {
+                        std::uint64_t threshold, S keep, std::uint64_t first = 0) {
 #pragma omp simd
   for (std::int64_t i = begin; i < end; ++i) {
-    const S m = hash_bits53(seed, std::uint64_t(i)) < threshold ? S(0) : keep;
+    const S m = hash_bits53(seed, std::uint64_t(i) + first) < threshold ? S(0) : keep;
     if constexpr (Accumulate) out[i] += m * in[i];
     else out[i] = m * in[i];
   }
@@ -85,6 +87,7 @@ struct lora_adapter {
   S scaling = 1;
   double dropout = 0;
   std::uint64_t dropout_seed = 0;  // set per step by the trainer; training mode when dropout > 0 and training
+  std::int64_t dropout_first_row = 0;  // the row (token) of the batch this model's row 0 is: masks follow the batch
   bool training = true;
 
   int rank() const { return int(A.rows()); }
@@ -191,7 +194,7 @@ struct lora_linear : Base {
       a.dA.noalias() += dh_.transpose() * xd;
       auto g = scratch_map(x.rows(), x.cols());  // the dropped input is spent: its buffer takes dh A
       g.noalias() = dh_ * a.A;
-      masked_add(g.data(), dx.data(), g.size());
+      masked_add(g.data(), dx.data(), g.rows(), g.cols());
     } else {
       h_.noalias() = x * a.A.transpose();  // recomputed: cheap (M·K·r) and keeps forward free of saved state
       a.dB.noalias() += a.scaling * (dy.transpose() * h_);
@@ -246,22 +249,24 @@ struct lora_linear : Base {
   /// x with the adapter's dropout applied (inverted dropout: kept values scaled by 1/(1-p)), in the buffer.
   Eigen::Map<nn::matrix<S>> dropped(const nn::matrix<S>& x) const {
     auto xd = scratch_map(x.rows(), x.cols());
-    mask_in_chunks<false>(x.data(), xd.data(), x.size());
+    mask_in_chunks<false>(x.data(), xd.data(), x.rows(), x.cols());
     return xd;
   }
   /// dx += mask ⊙ g / (1-p): the gradient through the same mask.
-  void masked_add(const S* g, S* dx, Eigen::Index n) const { mask_in_chunks<true>(g, dx, n); }
+  void masked_add(const S* g, S* dx, Eigen::Index rows, Eigen::Index cols) const { mask_in_chunks<true>(g, dx, rows, cols); }
   /// apply_dropout_mask over n elements. The mask is a pure function of (seed, i), so the chunks run in parallel
   /// with the same result on any thread count. Scalar (a double compare per element) it was a third of a 30M LoRA
   /// step single-threaded; in integers and vectorized, a few percent.
   template <bool Accumulate>
-  void mask_in_chunks(const S* in, S* out, Eigen::Index n) const {
+  void mask_in_chunks(const S* in, S* out, Eigen::Index rows, Eigen::Index cols) const {
+    const Eigen::Index n = rows * cols;
     const std::uint64_t seed = adapter->dropout_seed, threshold = drop_threshold(adapter->dropout);
+    const std::uint64_t first = std::uint64_t(adapter->dropout_first_row) * std::uint64_t(cols);
     const S keep = S(1) / S(1 - adapter->dropout);
     constexpr Eigen::Index chunk = 1 << 14;
 #pragma omp parallel for schedule(static) if (n > 2 * chunk)
     for (Eigen::Index c = 0; c < n; c += chunk)
-      apply_dropout_mask<Accumulate>(in, out, c, std::min(n, c + chunk), seed, threshold, keep);
+      apply_dropout_mask<Accumulate>(in, out, c, std::min(n, c + chunk), seed, threshold, keep, first);
   }
 
   mutable typename adapter_type::h_matrix h_, dh_;  // (M, r)

@@ -107,11 +107,12 @@ void for_each_adapter(lora_model<Base, Rank>& m, F&& f) {
 
 /// Sets each adapter's dropout seed for this step (distinct per module) and training or eval mode.
 template <class Base, int Rank>
-void set_adapter_mode(lora_model<Base, Rank>& m, bool training, std::uint64_t step_seed) {
+void set_adapter_mode(lora_model<Base, Rank>& m, bool training, std::uint64_t step_seed, std::int64_t first_row = 0) {
   std::uint64_t module = 0;
   for_each_adapter(m, [&](const std::string&, auto& a, auto&) {
     a.training = training;
     a.dropout_seed = step_seed * 0x9E3779B97F4A7C15ull + (++module) * 0xD1B54A32D192ED03ull;
+    a.dropout_first_row = first_row;
   });
 }
 

@@ -64,7 +64,7 @@ inline void gemm_bf16(std::int64_t M, std::int64_t N, std::int64_t K, const std:
   using namespace dnnl;
   using key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, bool>;
   struct cached {
-    memory::desc a, b, c;
+    memory::desc a, b, c, scratch;
     matmul prim;
   };
   static engine eng(engine::kind::cpu, 0);
@@ -78,20 +78,26 @@ inline void gemm_bf16(std::int64_t M, std::int64_t N, std::int64_t K, const std:
     const memory::desc b({K, N}, memory::data_type::bf16, b_transposed ? memory::dims{1, ldb} : memory::dims{ldb, 1});
     const memory::desc c({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
     primitive_attr attr;
+    // The scratchpad is the caller's, not the library's global one: model replicas (train/trainer.hpp) run the same
+    // primitive from several threads at once.
+    attr.set_scratchpad_mode(scratchpad_mode::user);
     if (accumulate) {
       post_ops ops;
       ops.append_sum(1.0f);
       attr.set_post_ops(ops);
     }
     const matmul::primitive_desc pd(matmul::desc(a, b, c), attr, eng);
-    it = primitives.emplace(k, cached{a, b, c, matmul(pd)}).first;
+    it = primitives.emplace(k, cached{a, b, c, pd.scratchpad_desc(), matmul(pd)}).first;
   }
   const cached& p = it->second;
   guard.unlock();
+  thread_local std::vector<unsigned char> scratch;  // this thread's, grown to the largest shape it ran
+  if (scratch.size() < p.scratch.get_size()) scratch.resize(p.scratch.get_size());
   stream s(eng);
   p.prim.execute(s, {{DNNL_ARG_SRC, memory(p.a, eng, const_cast<std::uint16_t*>(A))},
                      {DNNL_ARG_WEIGHTS, memory(p.b, eng, const_cast<std::uint16_t*>(B))},
-                     {DNNL_ARG_DST, memory(p.c, eng, C)}});
+                     {DNNL_ARG_DST, memory(p.c, eng, C)},
+                     {DNNL_ARG_SCRATCHPAD, memory(p.scratch, eng, scratch.data())}});
   s.wait();
 #else
   matrix<float> a(M, K), b(K, N);

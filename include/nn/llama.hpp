@@ -117,6 +117,16 @@ class llama_model {
     return m;
   }
 
+  /// A second model with the same weights, adapters and settings and buffers of its own: a replica that trains beside
+  /// this one on other rows of a batch (train/trainer.hpp). A plain copy would share the buffers, so it does not compile.
+  llama_model clone() const {
+    llama_model c;
+    c.config = config, c.embed = embed, c.embed_grad = embed_grad, c.layers = layers, c.final_norm = final_norm;
+    c.lm_head = lm_head, c.gradient_checkpointing = gradient_checkpointing;
+    c.init_runtime();
+    return c;
+  }
+
   /// Rotary tables and the buffers every layer shares (call after changing config or layers).
   void init_runtime() {
     rope_ = rotary_table<S>(config.head_dim(), config.max_seq_len, config.rope_theta);

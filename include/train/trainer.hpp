@@ -17,6 +17,11 @@
 // of one process with the same --grad-accum: the run equals it up to the order of float additions, whatever N is
 // (a checkpoint resumes under another N). Only rank 0 tells its observers (console, files).
 //
+// Replicas (train_options::replicas = R > 1): the same split inside one process, by rows. Each micro-batch's B rows are
+// cut into R slices that R clones of the model run at once, one thread each (no barrier inside a step, where R
+// threads inside every product barely pay at small sizes), their dropout masks those of the rows in the whole batch;
+// the clones' gradients are added to the model's in a fixed order and their adapters copied from it every step.
+//
 // The trainer computes; it writes nothing. What a run shows or keeps is up to its observers (train_observer):
 // train/console_log.hpp prints HF's log lines, train/run_files.hpp writes the output directory (adapter,
 // checkpoints, metrics.jsonl, run.json) and resumes from it. A run with no observer is a pure computation whose
@@ -27,13 +32,16 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <exception>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "core/check.hpp"
 #include "data/dataset.hpp"
@@ -51,6 +59,9 @@ struct train_options {
   int max_steps = 0;       ///< > 0: exactly this many optimizer steps; else from epochs
   double epochs = 1;
   int grad_accum = 1;
+  /// Model replicas that share each micro-batch's rows, one thread each (the model cloned: its frozen weights too);
+  /// 1: the whole micro-batch on one model, its products threaded. Same batches, masks and token-mean loss either way.
+  int replicas = 1;
   double max_grad_norm = 1.0;
   std::string optim = "adamw";
   double weight_decay = 0;
@@ -67,6 +78,7 @@ struct train_options {
     LORALAB_CHECK(lr > 0 && std::isfinite(lr), "--lr must be a finite value > 0, got ", lr);
     LORALAB_CHECK(warmup_steps >= 0, "--warmup-steps must be >= 0, got ", warmup_steps);
     LORALAB_CHECK(grad_accum >= 1, "--grad-accum must be >= 1, got ", grad_accum);
+    LORALAB_CHECK(replicas >= 1 && replicas <= 256, "--replicas must be in [1, 256], got ", replicas);
     LORALAB_CHECK(max_steps > 0 || epochs > 0, "--max-steps or --epochs must be > 0");
     LORALAB_CHECK(logging_steps >= 1, "--logging-steps must be >= 1, got ", logging_steps);
     LORALAB_CHECK(eval_steps >= 0 && save_steps >= 0, "--eval-steps and --save-steps must be >= 0");
@@ -224,6 +236,10 @@ class trainer {
     opt_ = make_optimizer(o_.optim, o_.weight_decay);
     params_ = adapter_parameters(m_);
     LORALAB_CHECK(!params_.empty(), "no adapter is attached: nothing to train");
+    for (int j = 1; j < std::min(o_.replicas, data_.train.batch_size()); ++j) {
+      replicas_.push_back(std::make_unique<model_type>(m_.clone()));
+      replica_params_.push_back(adapter_parameters(*replicas_.back()));
+    }
   }
 
   /// Observers are not owned: they must outlive run(). Only rank 0 of a data-parallel group has observers (the
@@ -243,7 +259,9 @@ class trainer {
 
   /// The memory a step will hold (adapters, grads, activations, workspace, optimizer), before step 0.
   nn::memory_report planned_memory() const {
-    nn::memory_report r = m_.planned_memory(data_.train.batch_size(), max_T());
+    nn::memory_report r;
+    const int B = data_.train.batch_size(), R = std::min(o_.replicas, B);
+    for (int j = 0; j < R; ++j) r = r + m_.planned_memory(std::size_t((j + 1) * B / R - j * B / R), max_T());  // a clone each
     r.optimizer = opt_->planned_state_bytes(params_);
     return r;
   }
@@ -356,11 +374,21 @@ class trainer {
     double loss_flag[2] = {0, detail::sigint_seen ? 1.0 : 0.0};
     for (int k = g_.rank(); k < o_.grad_accum; k += g_.size()) {
       const data::batch& b = window[std::size_t(k)];
-      lora::set_adapter_mode(m_, true, o_.seed * 1000003ull + std::uint64_t(step) * 1009ull + std::uint64_t(k));
-      m_.forward(b.tokens, b.B, b.T);
-      loss_flag[0] += m_.loss(b.targets, count);
-      m_.backward();
+      const std::uint64_t mask_seed = o_.seed * 1000003ull + std::uint64_t(step) * 1009ull + std::uint64_t(k);
+      if (replicas_.empty()) {
+        lora::set_adapter_mode(m_, true, mask_seed);
+        m_.forward(b.tokens, b.B, b.T);
+        loss_flag[0] += m_.loss(b.targets, count);
+        m_.backward();
+      } else {
+        loss_flag[0] += replicated_micro_batch(b, mask_seed, count);
+      }
     }
+    for (std::size_t j = 0; j < replicas_.size(); ++j)  // the clones' gradients, in clone order
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const param_ref &p = params_[i], &q = replica_params_[j][i];
+        for (std::size_t e = 0; e < p.size; ++e) p.grad[e] += q.grad[e];
+      }
     if (g_.size() > 1) sum_over_group(loss_flag);
     interrupt = interrupt || loss_flag[1] > 0;
     const double loss = loss_flag[0];
@@ -371,6 +399,52 @@ class trainer {
       if (const auto bad = detail::first_non_finite(p.value, p.size); bad.index >= 0)
         stop(step, "the optimizer update made '" + p.name + "' " + bad.what + " at element " + std::to_string(bad.index) +
                        " (its optimizer state is not finite)");
+    return loss;
+  }
+
+  /// One micro-batch over the model and its clones, rows cut in R slices, one thread each; returns the summed loss
+  /// terms (slice order). The clones start the step with the model's adapters and with zero gradients.
+  double replicated_micro_batch(const data::batch& b, std::uint64_t mask_seed, double count) {
+    const int R = std::min(int(replicas_.size()) + 1, b.B);
+    const std::size_t parts = std::size_t(R);
+    std::vector<data::batch> slices(parts);
+    for (int j = 0; j < R; ++j) {
+      const int r0 = j * b.B / R, r1 = (j + 1) * b.B / R;
+      data::batch& s = slices[std::size_t(j)];
+      s.B = r1 - r0, s.T = b.T;
+      const auto at = std::size_t(r0) * std::size_t(b.T), end = std::size_t(r1) * std::size_t(b.T);
+      s.tokens.assign(b.tokens.begin() + std::ptrdiff_t(at), b.tokens.begin() + std::ptrdiff_t(end));
+      s.targets.assign(b.targets.begin() + std::ptrdiff_t(at), b.targets.begin() + std::ptrdiff_t(end));
+    }
+    for (std::size_t j = 0; j < replicas_.size(); ++j) {
+      replicas_[j]->gradient_checkpointing = m_.gradient_checkpointing;
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const param_ref &p = params_[i], &q = replica_params_[j][i];
+        std::copy(p.value, p.value + p.size, q.value);
+        std::fill(q.grad, q.grad + q.size, 0.0f);
+      }
+    }
+    std::vector<double> losses(parts, 0.0);
+    std::vector<std::exception_ptr> errors(parts);
+#pragma omp parallel num_threads(R)
+    {
+      const int j = omp_get_thread_num();
+      omp_set_num_threads(1);  // what this slice calls (BLAS, inner loops) stays on this thread
+      try {
+        model_type& mj = j == 0 ? m_ : *replicas_[std::size_t(j - 1)];
+        const data::batch& s = slices[std::size_t(j)];
+        lora::set_adapter_mode(mj, true, mask_seed, std::int64_t(j * b.B / R) * b.T);
+        mj.forward(s.tokens, s.B, s.T);
+        losses[std::size_t(j)] = mj.loss(s.targets, count);
+        mj.backward();
+      } catch (...) {
+        errors[std::size_t(j)] = std::current_exception();
+      }
+    }
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    double loss = 0;
+    for (double l : losses) loss += l;
     return loss;
   }
 
@@ -461,6 +535,8 @@ class trainer {
   train_options o_;
   const dist::group& g_;
   std::vector<float> flat_;  ///< the step's gradients, flat, for the group's sum
+  std::vector<std::unique_ptr<model_type>> replicas_;   ///< clones 1 … R−1 of the model (train_options::replicas)
+  std::vector<std::vector<param_ref>> replica_params_;  ///< their adapter parameters, in params_'s order
   int total_ = 0;
   lr_schedule sched_;
   std::unique_ptr<optimizer> opt_;

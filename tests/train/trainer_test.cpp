@@ -189,6 +189,35 @@ BOOST_AUTO_TEST_CASE(same_seed_same_numbers_and_accumulation_is_a_token_mean) {
     BOOST_TEST(rc.step_losses[i] == ra.step_losses[i], boost::test_tools::tolerance(1e-5));
 }
 
+// Replicas: each micro-batch's rows cut among clones of the model, one thread each. The same batches, dropout masks
+// (each row keeps the mask it has in the whole batch: with dropout 0.1 any other mask moves the loss by ~1e-2) and
+// token-mean loss, so the curve equals one model's up to the order of float additions; an uneven cut (4 rows over 3)
+// and a quantized base with checkpointing too. The planned memory counts every clone.
+BOOST_AUTO_TEST_CASE(replicas_split_rows_and_keep_the_batchs_masks) {
+  loralab::testing::temp_dir dir;
+  auto d = quotes(4);
+  const auto curve = [&](auto m, int replicas, const char* name) {
+    auto o = options(dir.path / name, 8);
+    o.grad_accum = 2, o.replicas = replicas;
+    return train_run(m, d, o, 0.1);
+  };
+  const auto one = curve(make_lora_dense_model<float>(stories()), 1, "one");
+  for (int replicas : {2, 3}) {
+    const auto many = curve(make_lora_dense_model<float>(stories()), replicas, replicas == 2 ? "two" : "three");
+    BOOST_TEST_REQUIRE(many.step_losses.size() == one.step_losses.size());
+    for (std::size_t i = 0; i < one.step_losses.size(); ++i)
+      BOOST_TEST(many.step_losses[i] == one.step_losses[i], boost::test_tools::tolerance(1e-5));
+    BOOST_TEST(many.step_losses != one.step_losses, "another order of additions: not the same bits (else the clones did nothing)");
+  }
+  const auto q1 = curve(make_lora_quantized_model<quant::double_quant<quant::nf4<64>>>(stories()), 1, "q1");
+  const auto q2 = curve(make_lora_quantized_model<quant::double_quant<quant::nf4<64>>>(stories()), 2, "q2");
+  for (std::size_t i = 0; i < q1.step_losses.size(); ++i)
+    BOOST_TEST(q2.step_losses[i] == q1.step_losses[i], boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(q2.memory.weights == 2 * q1.memory.weights, "a clone holds its own frozen base");
+  BOOST_TEST(q2.memory.adapters == 2 * q1.memory.adapters);
+  BOOST_TEST(double(q2.memory.activations) < 1.2 * double(q1.memory.activations), "the rows are cut, not copied");
+}
+
 BOOST_AUTO_TEST_CASE(nan_loss_stops_with_a_clear_message) {
   loralab::testing::temp_dir dir;
   auto d = quotes(4);
