@@ -371,6 +371,14 @@ class trainer {
       tokens += (long long)window.back().B * window.back().T, samples += window.back().B;  // the whole window, every rank
     }
     for (auto& p : params_) std::fill(p.grad, p.grad + p.size, 0.0f);
+    for (std::size_t j = 0; j < replicas_.size(); ++j) {  // the clones start the step with the model's adapters, zero gradients
+      replicas_[j]->gradient_checkpointing = m_.gradient_checkpointing;
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const param_ref &p = params_[i], &q = replica_params_[j][i];
+        std::copy(p.value, p.value + p.size, q.value);
+        std::fill(q.grad, q.grad + q.size, 0.0f);
+      }
+    }
     double loss_flag[2] = {0, detail::sigint_seen ? 1.0 : 0.0};
     for (int k = g_.rank(); k < o_.grad_accum; k += g_.size()) {
       const data::batch& b = window[std::size_t(k)];
@@ -403,7 +411,7 @@ class trainer {
   }
 
   /// One micro-batch over the model and its clones, rows cut in R slices, one thread each; returns the summed loss
-  /// terms (slice order). The clones start the step with the model's adapters and with zero gradients.
+  /// terms (slice order). The clones' gradients accumulate over the step's micro-batches (train_step adds them).
   double replicated_micro_batch(const data::batch& b, std::uint64_t mask_seed, double count) {
     const int R = std::min(int(replicas_.size()) + 1, b.B);
     const std::size_t parts = std::size_t(R);
@@ -415,14 +423,6 @@ class trainer {
       const auto at = std::size_t(r0) * std::size_t(b.T), end = std::size_t(r1) * std::size_t(b.T);
       s.tokens.assign(b.tokens.begin() + std::ptrdiff_t(at), b.tokens.begin() + std::ptrdiff_t(end));
       s.targets.assign(b.targets.begin() + std::ptrdiff_t(at), b.targets.begin() + std::ptrdiff_t(end));
-    }
-    for (std::size_t j = 0; j < replicas_.size(); ++j) {
-      replicas_[j]->gradient_checkpointing = m_.gradient_checkpointing;
-      for (std::size_t i = 0; i < params_.size(); ++i) {
-        const param_ref &p = params_[i], &q = replica_params_[j][i];
-        std::copy(p.value, p.value + p.size, q.value);
-        std::fill(q.grad, q.grad + q.size, 0.0f);
-      }
     }
     std::vector<double> losses(parts, 0.0);
     std::vector<std::exception_ptr> errors(parts);
