@@ -17,27 +17,12 @@
 #include <vector>
 
 #include "core/check.hpp"
+#include "lora/dropout_mask.hpp"
 #include "lora/lora_config.hpp"
 #include "nn/linear.hpp"
 #include "nn/memory_report.hpp"
 
 namespace loralab::lora {
-
-/// splitmix64 of (seed, index): the 53 high bits, k, are the uniform k·2⁻⁵³ in [0, 1), the same on every run and thread.
-inline std::uint64_t hash_bits53(std::uint64_t seed, std::uint64_t index) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return z >> 11;
-}
-/// The uniform in [0, 1) of (seed, index).
-inline double hash_uniform(std::uint64_t seed, std::uint64_t index) { return double(hash_bits53(seed, index)) * 0x1.0p-53; }
-/// hash_uniform(seed, i) < p  ⟺  hash_bits53(seed, i) < drop_threshold(p): the same mask in integers only, which
-/// the compiler vectorizes (8 lanes of 64-bit multiplies with AVX-512; the double compare kept it scalar).
-inline std::uint64_t drop_threshold(double p) {
-  return p <= 0 ? 0 : p >= 1 ? (std::uint64_t(1) << 53) : std::uint64_t(std::ceil(p * 0x1.0p53));
-}
 
 /// out[i] = mᵢ·in[i] (Accumulate: out[i] += mᵢ·in[i]) for i in [begin, end), where mᵢ = 0 when element i is dropped
 /// (hash_bits53(seed, i + first) < threshold) and `keep` = 1/(1-p) otherwise. `first` is the index of element 0 in
@@ -48,7 +33,7 @@ void apply_dropout_mask(const S* __restrict in, S* __restrict out, std::int64_t 
                         std::uint64_t threshold, S keep, std::uint64_t first = 0) {
 #pragma omp simd
   for (std::int64_t i = begin; i < end; ++i) {
-    const S m = hash_bits53(seed, std::uint64_t(i) + first) < threshold ? S(0) : keep;
+    const S m = dropout_factor(seed, std::uint64_t(i) + first, threshold, keep);
     if constexpr (Accumulate) out[i] += m * in[i];
     else out[i] = m * in[i];
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/check.hpp"
+#include "train/adamw_element.hpp"
 #include "train/optimizer_interface.hpp"
 
 namespace loralab::train {
@@ -69,29 +70,20 @@ class adamw final : public optimizer {
     const double t = double(step_);
     const double bias_correction1 = 1.0 - std::pow(cfg_.beta1, t);
     const double bias_correction2 = 1.0 - std::pow(cfg_.beta2, t);
-    const float neg_step_size = float(-(lr / bias_correction1));
-    const float bias_correction2_sqrt = float(std::sqrt(bias_correction2));
-    const float weight = float(1.0 - cfg_.beta1), beta2 = float(cfg_.beta2), one_minus_beta2 = float(1.0 - cfg_.beta2);
-    const float eps = float(cfg_.eps);
+    adamw_step_constants c{};
+    c.neg_step_size = float(-(lr / bias_correction1));
+    c.bias_correction2_sqrt = float(std::sqrt(bias_correction2));
+    c.weight = float(1.0 - cfg_.beta1), c.beta2 = float(cfg_.beta2), c.one_minus_beta2 = float(1.0 - cfg_.beta2);
+    c.eps = float(cfg_.eps);
     for (std::size_t k = 0; k < params.size(); ++k) {
       const param_ref& p = params[k];
       slot& s = table_.slots[k];
-      const bool decay = p.decay && cfg_.weight_decay != 0.0;
-      const float decay_factor = float(1.0 - lr * cfg_.weight_decay);
+      c.decay = p.decay && cfg_.weight_decay != 0.0;
+      c.decay_factor = float(1.0 - lr * cfg_.weight_decay);
       float* m = s.exp_avg.data();
       float* v = s.exp_avg_sq.data();
 #pragma omp parallel for schedule(static) if (p.size > (1 << 15))
-      for (std::int64_t i = 0; i < std::int64_t(p.size); ++i) {
-        const float g = p.grad[i];
-        float x = p.value[i];
-        if (decay) x = x * decay_factor;                                        // param.mul_(1 - lr*wd)
-        m[i] = weight < 0.5f ? m[i] + weight * (g - m[i])                       // exp_avg.lerp_(grad, 1-beta1)
-                             : g - (g - m[i]) * (1.0f - weight);
-        v[i] = v[i] * beta2;                                                    // exp_avg_sq.mul_(beta2)
-        v[i] = v[i] + one_minus_beta2 * g * g;                                  //   .addcmul_(grad, grad, 1-beta2)
-        const float denom = std::sqrt(v[i]) / bias_correction2_sqrt + eps;     // (sqrt(v)/bc2_sqrt).add_(eps)
-        p.value[i] = x + neg_step_size * m[i] / denom;                          // param.addcdiv_(m, denom, -step_size)
-      }
+      for (std::int64_t i = 0; i < std::int64_t(p.size); ++i) adamw_element(p.value[i], m[i], v[i], p.grad[i], c);
     }
   }
 

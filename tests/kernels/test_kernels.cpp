@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// CUDA kernels against the CPU reference, bit for bit. Every case is skipped, with the reason, where no CUDA
+// CUDA kernels against the CPU reference, bit for bit (4-bit quantization; LoRA dropout and AdamW, which run the
+// CPU's own per-element functions), or within a stated tolerance (the gradient norm: a sum in another order). Every case is skipped, with the reason, where no CUDA
 // device exists (CI and the development machines have none).
 #define BOOST_TEST_MODULE kernels
 #include <cstring>
@@ -11,8 +12,11 @@
 #include <boost/test/unit_test.hpp>
 #include <cuda_runtime.h>
 
+#include "lora/lora_linear.hpp"
 #include "quant/blockwise_tensor.hpp"
 #include "quant_4bit.cuh"
+#include "train/adamw.hpp"
+#include "train_step.cuh"
 #include "test_support.hpp"
 
 namespace {
@@ -76,6 +80,92 @@ BOOST_AUTO_TEST_CASE(nf4_matches_cpu_reference) {
 
 BOOST_AUTO_TEST_CASE(fp4_matches_cpu_reference) {
   for (std::size_t n : {3u, 4096u, 70001u}) check_against_reference<loralab::quant::fp4<256>>(loralab::cuda::code4::fp4, n);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+std::vector<float> normal_values(std::size_t n, std::uint64_t salt, float sd) {
+  auto g = loralab::testing::rng(salt);
+  std::normal_distribution<float> normal(0.0f, sd);
+  std::vector<float> x(n);
+  for (auto& v : x) v = normal(g);
+  return x;
+}
+std::vector<float> to_host(const device_buffer<float>& d, std::size_t n) {
+  std::vector<float> h(n);
+  cudaMemcpy(h.data(), d.p, n * 4, cudaMemcpyDeviceToHost);
+  return h;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(train_step_kernels, *boost::unit_test::precondition(has_device))
+
+BOOST_AUTO_TEST_CASE(lora_dropout_is_the_cpu_mask) {
+  const std::size_t n = 300001;
+  const auto x = normal_values(n, 11, 1.0f);
+  for (bool accumulate : {false, true}) {
+    const std::uint64_t seed = 0x1234567ull, threshold = loralab::lora::drop_threshold(0.1), first = 4096;
+    const float keep = 1.0f / 0.9f;
+    std::vector<float> expect(n, accumulate ? 0.5f : 0.0f);
+    if (accumulate) loralab::lora::apply_dropout_mask<true>(x.data(), expect.data(), 0, std::int64_t(n), seed, threshold, keep, first);
+    else loralab::lora::apply_dropout_mask<false>(x.data(), expect.data(), 0, std::int64_t(n), seed, threshold, keep, first);
+    device_buffer<float> din(n), dout(n);
+    cudaMemcpy(din.p, x.data(), n * 4, cudaMemcpyHostToDevice);
+    const std::vector<float> start(n, accumulate ? 0.5f : 0.0f);
+    cudaMemcpy(dout.p, start.data(), n * 4, cudaMemcpyHostToDevice);
+    BOOST_TEST_REQUIRE(loralab::cuda::lora_dropout(din.p, dout.p, n, seed, threshold, keep, first, accumulate) == cudaSuccess);
+    BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    BOOST_TEST(std::memcmp(to_host(dout, n).data(), expect.data(), n * 4) == 0, "accumulate " << accumulate);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(adamw_step_is_the_cpu_optimizer) {
+  const std::size_t n = 100003;
+  auto p = normal_values(n, 21, 0.02f);
+  const auto g1 = normal_values(n, 22, 1e-3f), g2 = normal_values(n, 23, 1e-3f);
+  std::vector<float> cpu_p = p, cpu_g;
+  loralab::train::adam_config cfg;
+  cfg.weight_decay = 0.01;
+  loralab::train::adamw opt(cfg);
+  device_buffer<float> dp(n), dm(n), dv(n), dg(n);
+  cudaMemcpy(dp.p, p.data(), n * 4, cudaMemcpyHostToDevice);
+  cudaMemset(dm.p, 0, n * 4), cudaMemset(dv.p, 0, n * 4);
+  int t = 0;
+  for (const auto* g : {&g1, &g2}) {  // two steps: the bias corrections of t = 1 and 2
+    cpu_g = *g;
+    const loralab::train::param_ref ref{"w", cpu_p.data(), cpu_g.data(), n, true};
+    const double lr = 2e-4;
+    opt.step(std::span(&ref, 1), lr);
+    ++t;
+    loralab::train::adamw_step_constants c{};  // as train::adamw computes them
+    c.neg_step_size = float(-(lr / (1.0 - std::pow(cfg.beta1, t))));
+    c.bias_correction2_sqrt = float(std::sqrt(1.0 - std::pow(cfg.beta2, t)));
+    c.weight = float(1.0 - cfg.beta1), c.beta2 = float(cfg.beta2), c.one_minus_beta2 = float(1.0 - cfg.beta2), c.eps = float(cfg.eps);
+    c.decay = true, c.decay_factor = float(1.0 - lr * cfg.weight_decay);
+    cudaMemcpy(dg.p, g->data(), n * 4, cudaMemcpyHostToDevice);
+    BOOST_TEST_REQUIRE(loralab::cuda::adamw_step(dp.p, dm.p, dv.p, dg.p, n, c) == cudaSuccess);
+  }
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(std::memcmp(to_host(dp, n).data(), cpu_p.data(), n * 4) == 0, "parameters after 2 steps");
+  BOOST_TEST(std::memcmp(to_host(dm, n).data(), opt.state_of("w").exp_avg.data(), n * 4) == 0, "exp_avg");
+  BOOST_TEST(std::memcmp(to_host(dv, n).data(), opt.state_of("w").exp_avg_sq.data(), n * 4) == 0, "exp_avg_sq");
+}
+
+BOOST_AUTO_TEST_CASE(sum_of_squares_within_double_rounding) {
+  const std::size_t n = (1u << 20) + 17;
+  const auto g = normal_values(n, 31, 1e-2f);
+  double expect = 0;
+  for (float x : g) expect += double(x) * double(x);
+  device_buffer<float> dg(n);
+  double* dout = nullptr;
+  BOOST_TEST_REQUIRE(cudaMalloc(&dout, sizeof(double)) == cudaSuccess);
+  cudaMemcpy(dg.p, g.data(), n * 4, cudaMemcpyHostToDevice);
+  BOOST_TEST_REQUIRE(loralab::cuda::sum_of_squares(dg.p, n, dout) == cudaSuccess);
+  double got = 0;
+  cudaMemcpy(&got, dout, sizeof(double), cudaMemcpyDeviceToHost);
+  cudaFree(dout);
+  BOOST_TEST(got == expect, boost::test_tools::tolerance(1e-12));  // double sums of 10^6 terms in another order
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The optimizer side of a LoRA/QLoRA training step on the GPU: LoRA dropout masks, the global gradient norm and the
+// AdamW update, each the CPU path's per-element function (lora/dropout_mask.hpp, train/adamw_element.hpp) run by
+// one thread per element, so a device result is checked against the CPU bit for bit (tests/kernels).
+//
+// Contracts (all pointers device memory, float32, contiguous):
+//   lora_dropout      out[i] (+)= m_i · in[i], m_i = 0 when hash_bits53(seed, first + i) < threshold else keep;
+//                     i < n ≤ 2^63. `first`: the index of element 0 in the step's whole (M, K) input.
+//   sum_of_squares    *out = Σ g[i]² in double (CUB DeviceReduce::TransformReduce); the norm is √ of the sum over
+//                     every parameter; temporary storage is allocated per call (cudaMallocAsync on `stream`).
+//   adamw_step        p, m, v updated in place from g (torch.optim.AdamW, single-tensor order); one launch per
+//                     parameter tensor; the constants come from the host as train::adamw computes them.
+// Limits: float32 state only (8-bit AdamW and bf16 parameters go through the CPU path for now).
+// Benchmark: bench/cuda_bench is not written yet; the first GPU session times these against cudaMemcpy.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "train/adamw_element.hpp"
+
+namespace loralab::cuda {
+
+cudaError_t lora_dropout(const float* in, float* out, std::size_t n, std::uint64_t seed, std::uint64_t threshold, float keep,
+                         std::uint64_t first, bool accumulate, cudaStream_t stream = nullptr);
+
+/// *out (device double) = Σ g[i]².
+cudaError_t sum_of_squares(const float* g, std::size_t n, double* out, cudaStream_t stream = nullptr);
+
+cudaError_t adamw_step(float* p, float* m, float* v, const float* g, std::size_t n, const train::adamw_step_constants& c,
+                       cudaStream_t stream = nullptr);
+
+}  // namespace loralab::cuda
