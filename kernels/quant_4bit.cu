@@ -17,19 +17,8 @@ __device__ std::uint8_t encode(float v) {
 }
 template <code4 T>
 __device__ float decode(std::uint8_t c) {
-  if constexpr (T == code4::nf4) {
-    constexpr float table[16] = {quant::codebooks::nf4_code[0],  quant::codebooks::nf4_code[1],
-                                 quant::codebooks::nf4_code[2],  quant::codebooks::nf4_code[3],
-                                 quant::codebooks::nf4_code[4],  quant::codebooks::nf4_code[5],
-                                 quant::codebooks::nf4_code[6],  quant::codebooks::nf4_code[7],
-                                 quant::codebooks::nf4_code[8],  quant::codebooks::nf4_code[9],
-                                 quant::codebooks::nf4_code[10], quant::codebooks::nf4_code[11],
-                                 quant::codebooks::nf4_code[12], quant::codebooks::nf4_code[13],
-                                 quant::codebooks::nf4_code[14], quant::codebooks::nf4_code[15]};
-    return table[c];
-  } else {
-    return quant::fp4_decode(c);
-  }
+  if constexpr (T == code4::nf4) return quant::nf4_decode(c);
+  else return quant::fp4_decode(c);
 }
 
 /// One CUDA block per quantization block: absmax by CUB block reduce, then pairs of codes packed into bytes.

@@ -19,6 +19,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/bf16.hpp"
 #include "nn/tensor.hpp"
 
 #ifdef LORALAB_HAVE_ONEDNN
@@ -27,13 +28,9 @@
 
 namespace loralab::nn {
 
-/// The bits of a bfloat16 (round to nearest even; NaN kept quiet).
-inline std::uint16_t bf16_bits(float f) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((u >> 16) | 0x40u);
-  return std::uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-inline float bf16_to_float(std::uint16_t b) { return std::bit_cast<float>(std::uint32_t(b) << 16); }
+/// The bits of a bfloat16 (round to nearest even; NaN kept quiet): core/bf16.hpp's, shared with the CUDA kernels.
+using core::bf16_bits;
+using core::bf16_to_float;
 
 /// out[i] = bf16(in[i]) for n elements; in parallel for large n, vectorized.
 inline void to_bf16(const float* __restrict in, std::uint16_t* __restrict out, std::int64_t n) {

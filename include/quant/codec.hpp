@@ -85,6 +85,15 @@ LORALAB_HOST_DEVICE std::uint8_t fp4_encode(float v) {
 }
 
 /// FP4 value of a code as bnb's CUDA dequantizer gives it: code 8 (1000) is -0.0.
+/// The NF4 value of a code: codebooks::nf4_code as a local table, which device code can index too.
+LORALAB_HOST_DEVICE float nf4_decode(std::uint8_t code) {
+  constexpr float table[16] = {codebooks::nf4_code[0],  codebooks::nf4_code[1],  codebooks::nf4_code[2],  codebooks::nf4_code[3],
+                               codebooks::nf4_code[4],  codebooks::nf4_code[5],  codebooks::nf4_code[6],  codebooks::nf4_code[7],
+                               codebooks::nf4_code[8],  codebooks::nf4_code[9],  codebooks::nf4_code[10], codebooks::nf4_code[11],
+                               codebooks::nf4_code[12], codebooks::nf4_code[13], codebooks::nf4_code[14], codebooks::nf4_code[15]};
+  return table[code & 15];
+}
+
 LORALAB_HOST_DEVICE float fp4_decode(std::uint8_t code) {
   constexpr std::array<float, 8> magnitude = codebooks::fp4_magnitude;
   const float m = magnitude[code & 7];

@@ -14,7 +14,9 @@
 
 #include "lora/lora_linear.hpp"
 #include "quant/blockwise_tensor.hpp"
+#include "core/bf16.hpp"
 #include "quant_4bit.cuh"
+#include "quant_8bit.cuh"
 #include "train/adamw.hpp"
 #include "train_step.cuh"
 #include "test_support.hpp"
@@ -166,6 +168,94 @@ BOOST_AUTO_TEST_CASE(sum_of_squares_within_double_rounding) {
   cudaMemcpy(&got, dout, sizeof(double), cudaMemcpyDeviceToHost);
   cudaFree(dout);
   BOOST_TEST(got == expect, boost::test_tools::tolerance(1e-12));  // double sums of 10^6 terms in another order
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+template <class T>
+std::vector<T> host_copy(const T* d, std::size_t n) {
+  std::vector<T> h(n);
+  cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+  return h;
+}
+template <class T>
+T* device_copy(const std::vector<T>& h) {
+  T* d = nullptr;
+  cudaMalloc(&d, h.size() * sizeof(T) + 1);
+  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return d;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(quant_8bit_kernels, *boost::unit_test::precondition(has_device))
+
+BOOST_AUTO_TEST_CASE(dynamic_8bit_blockwise_matches_cpu_reference) {
+  using S = loralab::quant::dynamic8<256>;
+  for (std::size_t n : {1u, 255u, 256u, 70001u}) {
+    const auto x = normal_values(n, 40 + n, 0.1f);
+    const auto ref = loralab::quant::blockwise_tensor<S>::quantize_ref<float>(x, {std::int64_t(n)});
+    const std::vector<float> map(loralab::quant::codebooks::dynamic_signed.begin(), loralab::quant::codebooks::dynamic_signed.end());
+    float *dmap = device_copy(map), *dx = device_copy(x), *dabs = nullptr, *dout = nullptr;
+    std::uint8_t* dcodes = nullptr;
+    cudaMalloc(&dabs, ref.num_blocks() * 4), cudaMalloc(&dout, n * 4), cudaMalloc(&dcodes, n);
+    BOOST_TEST_REQUIRE(loralab::cuda::quantize_8bit(dmap, 256, dx, n, dcodes, dabs) == cudaSuccess);
+    BOOST_TEST_REQUIRE(loralab::cuda::dequantize_8bit(dmap, 256, dcodes, dabs, n, dout) == cudaSuccess);
+    BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    std::vector<float> expect(n);
+    ref.dequantize_ref<float>(expect);
+    BOOST_TEST(host_copy(dcodes, n) == std::vector<std::uint8_t>(ref.codes().begin(), ref.codes().end()), "codes n=" << n);
+    BOOST_TEST(std::memcmp(host_copy(dabs, ref.num_blocks()).data(), ref.absmax().data(), ref.num_blocks() * 4) == 0, "absmax n=" << n);
+    BOOST_TEST(std::memcmp(host_copy(dout, n).data(), expect.data(), n * 4) == 0, "dequantized n=" << n);
+    for (void* p : {(void*)dmap, (void*)dx, (void*)dabs, (void*)dout, (void*)dcodes}) cudaFree(p);
+  }
+}
+
+// Double quantization on the device: 4-bit codes and absmax, the offset on the host (torch's mean order), the
+// centred absmax in 8 bits with block 256 — every stored byte as the CPU's; then dequantization through the nested
+// absmax, and to bf16.
+BOOST_AUTO_TEST_CASE(double_quantized_nf4_matches_cpu_reference) {
+  using S = loralab::quant::double_quant<loralab::quant::nf4<64>>;
+  const std::size_t n = 64 * 1000 + 33;
+  const auto x = normal_values(n, 50, 0.02f);
+  const auto ref = loralab::quant::blockwise_tensor<S>::quantize_ref<float>(x, {std::int64_t(n)});
+  const std::size_t nb = ref.num_blocks(), nb2 = ref.num_nested_blocks();
+  const std::vector<float> map(ref.nested_code().begin(), ref.nested_code().end());
+  float *dx = device_copy(x), *dmap = device_copy(map), *dabs = nullptr, *dabs2 = nullptr, *dout = nullptr;
+  std::uint8_t *dcodes = nullptr, *dq = nullptr;
+  cudaMalloc(&dabs, nb * 4), cudaMalloc(&dabs2, nb2 * 4), cudaMalloc(&dout, n * 4), cudaMalloc(&dcodes, ref.code_bytes()), cudaMalloc(&dq, nb);
+  BOOST_TEST_REQUIRE(loralab::cuda::quantize_4bit(loralab::cuda::code4::nf4, 64, dx, n, dcodes, dabs) == cudaSuccess);
+  const std::vector<float> absmax = host_copy(dabs, nb);
+  const float offset = loralab::quant::detail::mean_offset(absmax);
+  BOOST_TEST(offset == ref.offset());
+  BOOST_TEST_REQUIRE(loralab::cuda::centre_absmax(dabs, nb, offset) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::quantize_8bit(dmap, 256, dabs, nb, dq, dabs2) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::dequantize_4bit_nested(loralab::cuda::code4::nf4, 64, dcodes, dq, dabs2, dmap, offset, n, dout) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(host_copy(dcodes, ref.code_bytes()) == std::vector<std::uint8_t>(ref.codes().begin(), ref.codes().end()));
+  BOOST_TEST(host_copy(dq, nb) == std::vector<std::uint8_t>(ref.absmax_codes().begin(), ref.absmax_codes().end()));
+  BOOST_TEST(std::memcmp(host_copy(dabs2, nb2).data(), ref.nested_absmax().data(), nb2 * 4) == 0);
+  std::vector<float> expect(n);
+  ref.dequantize_ref<float>(expect);
+  BOOST_TEST(std::memcmp(host_copy(dout, n).data(), expect.data(), n * 4) == 0, "dequantized through the nested absmax");
+
+  // bf16 output of a plain nf4 tensor: the float dequantization rounded to nearest even
+  using P = loralab::quant::nf4<64>;
+  const auto plain = loralab::quant::blockwise_tensor<P>::quantize_ref<float>(x, {std::int64_t(n)});
+  std::vector<float> pf(n);
+  plain.dequantize_ref<float>(pf);
+  std::uint16_t* db = nullptr;
+  cudaMalloc(&db, n * 2);
+  float* dpabs = device_copy(std::vector<float>(plain.absmax().begin(), plain.absmax().end()));
+  std::uint8_t* dpcodes = device_copy(std::vector<std::uint8_t>(plain.codes().begin(), plain.codes().end()));
+  BOOST_TEST_REQUIRE(loralab::cuda::dequantize_4bit_bf16(loralab::cuda::code4::nf4, 64, dpcodes, dpabs, n, db) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const auto bits = host_copy(db, n);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < n; ++i) wrong += bits[i] != loralab::core::bf16_bits(pf[i]);
+  BOOST_TEST(wrong == 0u);
+  for (void* p : {(void*)dx, (void*)dmap, (void*)dabs, (void*)dabs2, (void*)dout, (void*)dcodes, (void*)dq, (void*)db, (void*)dpabs, (void*)dpcodes})
+    cudaFree(p);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
