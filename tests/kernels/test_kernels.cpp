@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// CUDA kernels against the CPU reference, bit for bit (4-bit quantization; LoRA dropout and AdamW, which run the
-// CPU's own per-element functions), or within a stated tolerance (the gradient norm: a sum in another order). Every case is skipped, with the reason, where no CUDA
+// CUDA kernels against the CPU reference, bit for bit (4- and 8-bit quantization, double quantization, bf16
+// dequantization; LoRA dropout and AdamW, which run the CPU's own per-element functions), or within a stated
+// tolerance (the gradient norm: a sum in another order; the layers: 1e-5 relative, Eigen's sums and exp on the CPU). Every case is skipped, with the reason, where no CUDA
 // device exists (CI and the development machines have none).
 #define BOOST_TEST_MODULE kernels
 #include <cstring>
@@ -15,6 +16,11 @@
 #include "lora/lora_linear.hpp"
 #include "quant/blockwise_tensor.hpp"
 #include "core/bf16.hpp"
+#include "layers.cuh"
+#include "nn/cross_entropy.hpp"
+#include "nn/rms_norm.hpp"
+#include "nn/rotary.hpp"
+#include "nn/swiglu.hpp"
 #include "quant_4bit.cuh"
 #include "quant_8bit.cuh"
 #include "train/adamw.hpp"
@@ -256,6 +262,99 @@ BOOST_AUTO_TEST_CASE(double_quantized_nf4_matches_cpu_reference) {
   BOOST_TEST(wrong == 0u);
   for (void* p : {(void*)dx, (void*)dmap, (void*)dabs, (void*)dabs2, (void*)dout, (void*)dcodes, (void*)dq, (void*)db, (void*)dpabs, (void*)dpcodes})
     cudaFree(p);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+/// max |a − b| / max |b|: the layers' tolerance measure.
+double relative_error(const std::vector<float>& a, const float* b, std::size_t n) {
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
+  return worst / std::max(scale, 1e-30);
+}
+using fmat = loralab::nn::matrix<float>;
+fmat random_matrix(int rows, int cols, std::uint64_t salt, float sd = 1.0f) {
+  const auto v = normal_values(std::size_t(rows) * cols, salt, sd);
+  return Eigen::Map<const fmat>(v.data(), rows, cols);
+}
+std::vector<float> values_of(const fmat& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(layer_kernels, *boost::unit_test::precondition(has_device))
+
+BOOST_AUTO_TEST_CASE(rms_norm_and_swiglu_match_the_cpu_layers) {
+  const int M = 37, C = 576;
+  const fmat x = random_matrix(M, C, 60), dy = random_matrix(M, C, 61);
+  const fmat g_row = random_matrix(1, C, 62, 0.3f);
+  const loralab::nn::vector<float> g = g_row.row(0).transpose().array() + 1.0f;
+  fmat y, dx;
+  loralab::nn::vector<float> rstd;
+  loralab::nn::rms_norm_forward<float>(x, g, 1e-5f, y, rstd);
+  loralab::nn::rms_norm_backward<float>(x, g, rstd, dy, dx, nullptr);
+  float *dxd = device_copy(values_of(x)), *dg = device_copy(std::vector<float>(g.data(), g.data() + C)), *ddy = device_copy(values_of(dy));
+  float *dyo = nullptr, *drstd = nullptr, *ddx = nullptr;
+  cudaMalloc(&dyo, M * C * 4), cudaMalloc(&drstd, M * 4), cudaMalloc(&ddx, M * C * 4);
+  BOOST_TEST_REQUIRE(loralab::cuda::rms_norm_forward(dxd, dg, 1e-5f, M, C, dyo, drstd) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::rms_norm_backward(dxd, dg, drstd, ddy, M, C, ddx) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(relative_error(host_copy(dyo, M * C), y.data(), M * C) < 1e-5);
+  BOOST_TEST(relative_error(host_copy(ddx, M * C), dx.data(), M * C) < 1e-5);
+
+  const int F = 1536;
+  const fmat gate = random_matrix(M, F, 63, 2.0f), up = random_matrix(M, F, 64), dh = random_matrix(M, F, 65);
+  fmat h, dgate, dup;
+  loralab::nn::swiglu_forward<float>(gate, up, h);
+  loralab::nn::swiglu_backward<float>(gate, up, dh, dgate, dup);
+  const std::size_t n = std::size_t(M) * F;
+  float *dgt = device_copy(values_of(gate)), *dup_in = device_copy(values_of(up)), *ddh = device_copy(values_of(dh));
+  float *dho = nullptr, *dgo = nullptr, *duo = nullptr;
+  cudaMalloc(&dho, n * 4), cudaMalloc(&dgo, n * 4), cudaMalloc(&duo, n * 4);
+  BOOST_TEST_REQUIRE(loralab::cuda::swiglu_forward(dgt, dup_in, n, dho) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::swiglu_backward(dgt, dup_in, ddh, n, dgo, duo) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(relative_error(host_copy(dho, n), h.data(), n) < 1e-5);
+  BOOST_TEST(relative_error(host_copy(dgo, n), dgate.data(), n) < 1e-5);
+  BOOST_TEST(relative_error(host_copy(duo, n), dup.data(), n) < 1e-5);
+  for (void* p : {(void*)dxd, (void*)dg, (void*)ddy, (void*)dyo, (void*)drstd, (void*)ddx, (void*)dgt, (void*)dup_in, (void*)ddh, (void*)dho,
+                  (void*)dgo, (void*)duo})
+    cudaFree(p);
+}
+
+BOOST_AUTO_TEST_CASE(rotary_and_cross_entropy_match_the_cpu_layers) {
+  const int M = 48, heads = 9, D = 64, max_pos = 128;
+  const loralab::nn::rotary_table<float> rt(D, max_pos, 10000.0);
+  std::vector<int> pos(M);
+  for (int r = 0; r < M; ++r) pos[std::size_t(r)] = (r * 7) % max_pos;
+  const fmat q0 = random_matrix(M, heads * D, 70);
+  for (bool inverse : {false, true}) {
+    fmat q = q0;
+    loralab::nn::apply_rotary(q, heads, rt, pos, inverse);
+    float *dq = device_copy(values_of(q0)), *dc = device_copy(values_of(rt.cos)), *ds = device_copy(values_of(rt.sin));
+    int* dp = device_copy(pos);
+    BOOST_TEST_REQUIRE(loralab::cuda::rotary(dq, M, heads, D, dc, ds, dp, inverse) == cudaSuccess);
+    BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    BOOST_TEST(relative_error(host_copy(dq, q.size()), q.data(), q.size()) < 1e-6, "inverse " << inverse);
+    for (void* p : {(void*)dq, (void*)dc, (void*)ds, (void*)dp}) cudaFree(p);
+  }
+
+  const int V = 8192;
+  const fmat logits = random_matrix(M, V, 71, 3.0f);
+  std::vector<int> targets(M);
+  for (int r = 0; r < M; ++r) targets[std::size_t(r)] = r % 5 == 0 ? -100 : (r * 131) % V;
+  fmat dl;
+  const double denominator = 100;
+  const double loss = loralab::nn::cross_entropy(logits, targets, &dl, nullptr, denominator);
+  float *dlog = device_copy(values_of(logits)), *drow = nullptr, *ddl = nullptr;
+  int* dt = device_copy(targets);
+  cudaMalloc(&drow, M * 4), cudaMalloc(&ddl, std::size_t(M) * V * 4);
+  BOOST_TEST_REQUIRE(loralab::cuda::cross_entropy(dlog, dt, M, V, float(denominator), drow, ddl) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  double sum = 0;
+  for (float l : host_copy(drow, M)) sum += l;
+  BOOST_TEST(sum / denominator == loss, boost::test_tools::tolerance(1e-6));
+  BOOST_TEST(relative_error(host_copy(ddl, std::size_t(M) * V), dl.data(), std::size_t(M) * V) < 1e-5);
+  for (void* p : {(void*)dlog, (void*)drow, (void*)ddl, (void*)dt}) cudaFree(p);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
