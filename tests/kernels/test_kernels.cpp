@@ -17,6 +17,7 @@
 #include "quant/blockwise_tensor.hpp"
 #include "core/bf16.hpp"
 #include "layers.cuh"
+#include "linear.cuh"
 #include "nn/cross_entropy.hpp"
 #include "nn/rms_norm.hpp"
 #include "nn/rotary.hpp"
@@ -355,6 +356,66 @@ BOOST_AUTO_TEST_CASE(rotary_and_cross_entropy_match_the_cpu_layers) {
   BOOST_TEST(sum / denominator == loss, boost::test_tools::tolerance(1e-6));
   BOOST_TEST(relative_error(host_copy(ddl, std::size_t(M) * V), dl.data(), std::size_t(M) * V) < 1e-5);
   for (void* p : {(void*)dlog, (void*)drow, (void*)ddl, (void*)dt}) cudaFree(p);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(linear_kernels, *boost::unit_test::precondition(has_device))
+
+// The frozen 4-bit linear through tiles (a partial last tile) against x · dequant(W)ᵀ and dy · dequant(W) on the CPU;
+// the LoRA adapter with dropout against its formulas in Eigen over the CPU's own mask.
+BOOST_AUTO_TEST_CASE(frozen_linear_and_lora_match_the_cpu) {
+  const int M = 96, K = 512, N = 1376, r = 8, tile_rows = 128;
+  using S = loralab::quant::nf4<64>;
+  const auto wv = normal_values(std::size_t(N) * K, 80, 0.02f);
+  const auto q = loralab::quant::blockwise_tensor<S>::quantize<float>(wv, {N, K});
+  std::vector<float> wd(std::size_t(N) * K);
+  q.dequantize_ref<float>(wd);
+  const fmat W = Eigen::Map<const fmat>(wd.data(), N, K), x = random_matrix(M, K, 81), dy = random_matrix(M, N, 82);
+  const fmat y_ref = x * W.transpose(), dx_ref = dy * W;
+
+  cublasHandle_t h = nullptr;
+  BOOST_TEST_REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);  // no TF32: float products as the CPU's
+  std::uint8_t* dcodes = device_copy(std::vector<std::uint8_t>(q.codes().begin(), q.codes().end()));
+  float *dabs = device_copy(std::vector<float>(q.absmax().begin(), q.absmax().end())), *dx_in = device_copy(values_of(x));
+  float *ddy = device_copy(values_of(dy)), *dy_out = nullptr, *ddx = nullptr, *tile = nullptr;
+  cudaMalloc(&dy_out, std::size_t(M) * N * 4), cudaMalloc(&ddx, std::size_t(M) * K * 4), cudaMalloc(&tile, std::size_t(tile_rows) * K * 4);
+  const loralab::cuda::weight_4bit w{loralab::cuda::code4::nf4, 64, dcodes, dabs, N, K};
+  BOOST_TEST_REQUIRE(loralab::cuda::frozen_linear_forward(h, w, dx_in, M, dy_out, tile, tile_rows) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::frozen_linear_backward(h, w, ddy, M, ddx, tile, tile_rows) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(relative_error(host_copy(dy_out, std::size_t(M) * N), y_ref.data(), y_ref.size()) < 1e-5);
+  BOOST_TEST(relative_error(host_copy(ddx, std::size_t(M) * K), dx_ref.data(), dx_ref.size()) < 1e-5);
+
+  // LoRA with dropout 0.1: y += s (drop(x) Aᵀ) Bᵀ, and its backward
+  const fmat A = random_matrix(r, K, 83, 0.05f), B = random_matrix(N, r, 84, 0.05f);
+  const float s = 2.0f;
+  const loralab::cuda::dropout_mask drop{0.1, 0xABCDEFull, 4096};
+  fmat xd(M, K), g(M, K);
+  loralab::lora::apply_dropout_mask<false>(x.data(), xd.data(), 0, xd.size(), drop.seed, loralab::lora::drop_threshold(drop.p),
+                                           float(1.0 / 0.9), drop.first);
+  const fmat hm = xd * A.transpose(), ly_ref = y_ref + s * (hm * B.transpose());
+  const fmat dh = s * (dy * B), dB_ref = s * (dy.transpose() * hm), dA_ref = dh.transpose() * xd;
+  fmat ldx_ref = dx_ref;
+  const fmat gm = dh * A;
+  loralab::lora::apply_dropout_mask<true>(gm.data(), ldx_ref.data(), 0, gm.size(), drop.seed, loralab::lora::drop_threshold(drop.p),
+                                          float(1.0 / 0.9), drop.first);
+  float *dA = device_copy(values_of(A)), *dB = device_copy(values_of(B)), *dxd = nullptr, *dhb = nullptr, *ddh = nullptr, *dg = nullptr;
+  float *gA = device_copy(std::vector<float>(A.size(), 0.0f)), *gB = device_copy(std::vector<float>(B.size(), 0.0f));
+  cudaMalloc(&dxd, std::size_t(M) * K * 4), cudaMalloc(&dhb, std::size_t(M) * r * 4), cudaMalloc(&ddh, std::size_t(M) * r * 4),
+      cudaMalloc(&dg, std::size_t(M) * K * 4);
+  BOOST_TEST_REQUIRE(loralab::cuda::lora_forward(h, dx_in, M, K, N, r, dA, dB, s, drop, dxd, dhb, dy_out) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::lora_backward(h, dx_in, ddy, M, K, N, r, dA, dB, s, drop, dxd, dhb, ddh, dg, gA, gB, ddx) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(relative_error(host_copy(dy_out, std::size_t(M) * N), ly_ref.data(), ly_ref.size()) < 1e-5, "y with the adapter");
+  BOOST_TEST(relative_error(host_copy(ddx, std::size_t(M) * K), ldx_ref.data(), ldx_ref.size()) < 1e-5, "dx with the adapter");
+  BOOST_TEST(relative_error(host_copy(gA, A.size()), dA_ref.data(), dA_ref.size()) < 1e-5, "dA");
+  BOOST_TEST(relative_error(host_copy(gB, B.size()), dB_ref.data(), dB_ref.size()) < 1e-5, "dB");
+  for (void* p : {(void*)dcodes, (void*)dabs, (void*)dx_in, (void*)ddy, (void*)dy_out, (void*)ddx, (void*)tile, (void*)dA, (void*)dB,
+                  (void*)dxd, (void*)dhb, (void*)ddh, (void*)dg, (void*)gA, (void*)gB})
+    cudaFree(p);
+  cublasDestroy(h);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
