@@ -16,8 +16,10 @@
 #include "lora/lora_linear.hpp"
 #include "quant/blockwise_tensor.hpp"
 #include "core/bf16.hpp"
+#include "attention.cuh"
 #include "layers.cuh"
 #include "linear.cuh"
+#include "nn/attention.hpp"
 #include "nn/cross_entropy.hpp"
 #include "nn/rms_norm.hpp"
 #include "nn/rotary.hpp"
@@ -414,6 +416,41 @@ BOOST_AUTO_TEST_CASE(frozen_linear_and_lora_match_the_cpu) {
   BOOST_TEST(relative_error(host_copy(gB, B.size()), dB_ref.data(), dB_ref.size()) < 1e-5, "dB");
   for (void* p : {(void*)dcodes, (void*)dabs, (void*)dx_in, (void*)ddy, (void*)dy_out, (void*)ddx, (void*)tile, (void*)dA, (void*)dB,
                   (void*)dxd, (void*)dhb, (void*)ddh, (void*)dg, (void*)gA, (void*)gB})
+    cudaFree(p);
+  cublasDestroy(h);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(attention_kernels, *boost::unit_test::precondition(has_device))
+
+// Grouped-query causal attention (6 query heads over 2 kv heads, T = 70: not a multiple of the CPU's causal block)
+// against nn::attention_forward / attention_backward: P, out, dq, dk, dv within 1e-5.
+BOOST_AUTO_TEST_CASE(attention_matches_the_cpu) {
+  const loralab::nn::attention_shape s{2, 70, 6, 2, 16};
+  const int M = s.batch * s.seq;
+  const fmat q = random_matrix(M, s.n_heads * s.head_dim, 90), k = random_matrix(M, s.n_kv_heads * s.head_dim, 91);
+  const fmat v = random_matrix(M, s.n_kv_heads * s.head_dim, 92), dout = random_matrix(M, s.n_heads * s.head_dim, 93);
+  fmat P, out, dq, dk, dv;
+  loralab::nn::attention_forward(s, q, k, v, P, out);
+  loralab::nn::attention_backward(s, q, k, v, P, dout, dq, dk, dv);
+  cublasHandle_t h = nullptr;
+  BOOST_TEST_REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
+  float *dq_in = device_copy(values_of(q)), *dk_in = device_copy(values_of(k)), *dv_in = device_copy(values_of(v));
+  float *ddo = device_copy(values_of(dout)), *dP = nullptr, *dscratch = nullptr, *dout_o = nullptr, *gq = nullptr, *gk = nullptr, *gv = nullptr;
+  cudaMalloc(&dP, P.size() * 4), cudaMalloc(&dscratch, P.size() * 4), cudaMalloc(&dout_o, out.size() * 4), cudaMalloc(&gq, q.size() * 4);
+  cudaMalloc(&gk, k.size() * 4), cudaMalloc(&gv, v.size() * 4);
+  const loralab::cuda::attention_dims a{s.batch, s.seq, s.n_heads, s.n_kv_heads, s.head_dim};
+  BOOST_TEST_REQUIRE(loralab::cuda::attention_forward(h, a, dq_in, dk_in, dv_in, dP, dout_o) == cudaSuccess);
+  BOOST_TEST_REQUIRE(loralab::cuda::attention_backward(h, a, dq_in, dk_in, dv_in, dP, ddo, dscratch, gq, gk, gv) == cudaSuccess);
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  BOOST_TEST(relative_error(host_copy(dP, P.size()), P.data(), P.size()) < 1e-5, "P");
+  BOOST_TEST(relative_error(host_copy(dout_o, out.size()), out.data(), out.size()) < 1e-5, "out");
+  BOOST_TEST(relative_error(host_copy(gq, q.size()), dq.data(), dq.size()) < 1e-5, "dq");
+  BOOST_TEST(relative_error(host_copy(gk, k.size()), dk.data(), dk.size()) < 1e-5, "dk");
+  BOOST_TEST(relative_error(host_copy(gv, v.size()), dv.data(), dv.size()) < 1e-5, "dv");
+  for (void* p : {(void*)dq_in, (void*)dk_in, (void*)dv_in, (void*)ddo, (void*)dP, (void*)dscratch, (void*)dout_o, (void*)gq, (void*)gk, (void*)gv})
     cudaFree(p);
   cublasDestroy(h);
 }
