@@ -190,31 +190,30 @@ inline std::size_t count_targets(std::span<const int> labels) {
 /// dummy prefix: the response starts with a space-prefixed piece ("▁Hello"), which the model learns to emit
 /// after the prompt (decode then shows a leading space).
 ///
-/// `frame`: BOS before and EOS after the text (the prompt templates). A model's chat template writes its own special
-/// tokens, so its records are tokenized unframed, as transformers' apply_chat_template(tokenize=True) does; the first
-/// token is then the prompt's, never a target.
-inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool train_on_prompt, bool frame = true) {
+/// The text is framed: BOS before it and EOS after it (the prompt templates). A model's chat template writes its own
+/// special tokens, so its records go through the rendered_conversation overload below instead, unframed.
+inline example tokenize(const nn::tokenizer& tok, const rendered_record& r, bool train_on_prompt) {
   LORALAB_CHECK(tok.bos_id() >= 0 && tok.eos_id() >= 0, "the tokenizer must define BOS and EOS, got bos_id=",
                 tok.bos_id(), " eos_id=", tok.eos_id());
   const std::vector<int> prompt = tok.encode(r.prompt, false);
   const std::vector<int> response = tok.encode(r.response, false);
   example ex;
   ex.input_ids.reserve(prompt.size() + response.size() + 2);
-  if (frame) ex.input_ids.push_back(tok.bos_id());
+  ex.input_ids.push_back(tok.bos_id());
   ex.input_ids.insert(ex.input_ids.end(), prompt.begin(), prompt.end());
   ex.input_ids.insert(ex.input_ids.end(), response.begin(), response.end());
-  if (frame) ex.input_ids.push_back(tok.eos_id());
-  LORALAB_CHECK(!ex.input_ids.empty(), "tokenize: the record renders to no tokens");
+  ex.input_ids.push_back(tok.eos_id());
   ex.labels = ex.input_ids;
-  ex.labels[0] = ignore_index;  // BOS, or the first prompt token: nothing predicts it
-  const std::size_t masked = (frame ? 1 : 0) + prompt.size();
+  ex.labels[0] = ignore_index;  // BOS: nothing predicts it
+  const std::size_t masked = 1 + prompt.size();
   if (!train_on_prompt)
     std::fill(ex.labels.begin(), ex.labels.begin() + std::ptrdiff_t(std::min(masked, ex.labels.size())), ignore_index);
   return ex;
 }
 
-/// A conversation's pieces tokenized one after another, unframed (the chat template writes its special tokens);
-/// labels = the ids, -100 on the pieces not trained (all trained with train_on_prompt) and on the first token.
+/// A conversation's pieces tokenized one after another, unframed (the chat template writes its special tokens, as
+/// transformers' apply_chat_template(tokenize=True) does); labels = the ids, -100 on the pieces not trained (all
+/// trained with train_on_prompt) and on the first token, the prompt's, which nothing predicts.
 inline example tokenize(const nn::tokenizer& tok, const rendered_conversation& pieces, bool train_on_prompt) {
   example ex;
   for (const rendered_piece& p : pieces) {
@@ -229,7 +228,7 @@ inline example tokenize(const nn::tokenizer& tok, const rendered_conversation& p
 }
 
 /// tokenize(tok, render(tmpl, r), train_on_prompt) for every record, in order; with `chat`, the model's chat
-/// template instead (render_chat_record, unframed). Chat records (messages) take the model's chat template, or
+/// template instead (render_chat_instruction, unframed). Chat records (messages) take the model's chat template, or
 /// ChatML without a system turn under --template chatml (render_chat_turns: every assistant turn trained).
 inline std::vector<example> tokenize_records(std::span<const record> records, const nn::tokenizer& tok,
                                              prompt_template tmpl, bool train_on_prompt,
@@ -242,7 +241,7 @@ inline std::vector<example> tokenize_records(std::span<const record> records, co
                     "chat template: the model's (tokenizer.chat_template of a GGUF file) or --template chatml, not ", to_string(tmpl));
       out.push_back(tokenize(tok, render_chat_turns(chat ? *chat : chat_template{}, r), train_on_prompt));
     } else {
-      out.push_back(chat ? tokenize(tok, render_chat_record(*chat, r), train_on_prompt, /*frame=*/false)
+      out.push_back(chat ? tokenize(tok, render_chat_instruction(*chat, r), train_on_prompt)
                          : tokenize(tok, render(tmpl, r), train_on_prompt));
     }
   }

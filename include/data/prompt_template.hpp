@@ -25,10 +25,12 @@
 // A model's own chat template (data/chat_template.hpp, detected from a GGUF's tokenizer.chat_template) renders an
 // instruction record as TRL's SFTTrainer does a prompt-completion conversation with completion-only loss:
 // messages = [user: instruction[ "\n\n" input]], [assistant: output]; prompt = the user turn rendered with
-// add_generation_prompt, response = the whole conversation rendered, minus that prompt (render_chat_record). For
+// add_generation_prompt, response = the whole conversation rendered, minus that prompt (render_chat_instruction, the
+// same split render_chat_turns makes of a chat record; render_chat_record gives it as a prompt and a response). For
 // SmolLM2: prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 // "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n", response = "{output}<|im_end|>\n". The template
-// writes its own special tokens, so the tokenized example gets no extra BOS/EOS (data/dataset.hpp, tokenize's `frame`).
+// writes its own special tokens, so the tokenized example gets no extra BOS/EOS (data/dataset.hpp: a conversation is
+// tokenized unframed).
 #include <array>
 #include <cstddef>
 #include <ostream>
@@ -164,22 +166,6 @@ inline rendered_record render(prompt_template t, const record& r) {
   fail("render: unknown prompt_template value ", static_cast<int>(t));
 }
 
-/// The prompt and response a model's chat template makes of instruction record `r` (see the header comment): TRL's
-/// prompt-completion split, the loss on the completion only. A text record (no instruction) is an error naming its
-/// line; so is a template whose full conversation does not start with its prompt.
-inline rendered_record render_chat_record(const chat_template& t, const record& r) {
-  LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line, ": the model's ", t.format,
-                " chat template needs an instruction, this record has none (use --template plain for text)");
-  const chat_message messages[] = {{"user", r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input},
-                                   {"assistant", r.output}};
-  std::string prompt = render_chat(t, std::span(messages, 1), /*add_generation_prompt=*/true);
-  std::string full = render_chat(t, messages, /*add_generation_prompt=*/false);
-  LORALAB_CHECK(full.starts_with(prompt), "record at line ", r.line, ": the ", t.format,
-                " chat template's conversation does not start with its generation prompt; cannot split prompt and completion");
-  full.erase(0, prompt.size());
-  return {std::move(prompt), std::move(full)};
-}
-
 /// A conversation as text pieces in order, each trained on or not: what a chat record becomes.
 struct rendered_piece {
   std::string text;
@@ -219,6 +205,28 @@ inline rendered_conversation render_chat_turns(const chat_template& t, const rec
     extend(render_chat(t, all.first(i + 1), /*add_generation_prompt=*/false), true);
   }
   extend(render_chat(t, all, /*add_generation_prompt=*/false), false);
+  return out;
+}
+
+/// The conversation a model's chat template makes of instruction record `r` (see the header comment): TRL's
+/// prompt-completion pair, [user: instruction[ "\n\n" input]], [assistant: output], rendered by render_chat_turns,
+/// so that instruction and chat records share one way of rendering and splitting. A text record (no instruction)
+/// is an error naming its line; so is a template whose renderings do not extend each other.
+inline rendered_conversation render_chat_instruction(const chat_template& t, const record& r) {
+  LORALAB_CHECK(!r.instruction.empty(), "record at line ", r.line, ": the model's ", t.format,
+                " chat template needs an instruction, this record has none (use --template plain for text)");
+  record chat;
+  chat.line = r.line;
+  chat.messages = {{"user", r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input}, {"assistant", r.output}};
+  return render_chat_turns(t, chat);
+}
+
+/// render_chat_instruction as one (prompt, response) pair: the pieces before the reply are the prompt (the user turn
+/// with the generation prompt), the trained piece is the response. The conversation ends with its one assistant
+/// turn, so no untrained piece follows it.
+inline rendered_record render_chat_record(const chat_template& t, const record& r) {
+  rendered_record out;
+  for (rendered_piece& p : render_chat_instruction(t, r)) (p.trained ? out.response : out.prompt) += std::move(p.text);
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/read_file.hpp"
 #include "io/json.hpp"
 #include "data/prompt_template.hpp"
 
@@ -129,16 +130,6 @@ inline prompt_template default_template(data_format f) {
 // ---- loading ------------------------------------------------------------------------------------------------------
 
 namespace detail {
-
-inline std::string read_whole_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  LORALAB_CHECK(std::filesystem::is_regular_file(path, ec), path.string(), ": data file not found (or not a file)");
-  std::ifstream in(path, std::ios::binary);
-  LORALAB_CHECK(in.good(), path.string(), ": cannot open data file");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  LORALAB_CHECK(!in.bad(), path.string(), ": read error in data file");
-  return bytes;
-}
 
 inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
@@ -435,6 +426,6 @@ inline std::vector<record> parse_records(std::string_view text, data_format form
 /// Reads `path` and parses it (see parse_records).
 inline std::vector<record> load_records(const std::filesystem::path& path, data_format format,
                                         text_split split = text_split::automatic) {
-  return parse_records(detail::read_whole_file(path), format, path.string(), split);
+  return parse_records(core::read_file(path, "data"), format, path.string(), split);
 }
 }  // namespace loralab::data

@@ -33,7 +33,6 @@
 #include <Eigen/Core>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,16 +115,13 @@ class gguf_file {
   }
   gguf_file(const gguf_file&) = delete;
   gguf_file& operator=(const gguf_file&) = delete;
-  ~gguf_file() {
-    if (map_ != nullptr) ::munmap(const_cast<std::byte*>(map_), map_size_);
-  }
 
   const std::filesystem::path& path() const { return path_; }
   std::uint32_t version() const { return version_; }
   std::uint32_t alignment() const { return alignment_; }
   /// Where the data section starts, from the start of the file.
   std::uint64_t data_offset() const { return data_offset_; }
-  std::uint64_t file_size() const { return map_size_; }
+  std::uint64_t file_size() const { return map_.size(); }
 
   /// Every key and value, in file order.
   const std::vector<std::pair<std::string, gguf_value>>& metadata() const { return metadata_; }
@@ -182,11 +178,11 @@ class gguf_file {
   }
   /// The tensor's bytes in the mapping (valid while this object lives).
   std::span<const std::byte> tensor_bytes(const gguf_tensor_info& t) const {
-    const std::uint64_t data_size = map_size_ - data_offset_;
+    const std::uint64_t data_size = map_.size() - data_offset_;
     LORALAB_CHECK(t.offset <= data_size && t.n_bytes <= data_size - t.offset, path_.string(), ": tensor '", t.name,
                   "' at offset ", t.offset, " with ", t.n_bytes, " bytes is not inside this file's data section of ",
                   data_size, " bytes");
-    return {map_ + data_offset_ + t.offset, static_cast<std::size_t>(t.n_bytes)};
+    return {map_.data() + data_offset_ + t.offset, static_cast<std::size_t>(t.n_bytes)};
   }
   std::span<const std::byte> tensor_bytes(std::string_view name) const { return tensor_bytes(tensor(name)); }
 
@@ -198,8 +194,7 @@ class gguf_file {
   gguf_file() = default;
   void swap(gguf_file& o) noexcept {
     std::swap(path_, o.path_);
-    std::swap(map_, o.map_);
-    std::swap(map_size_, o.map_size_);
+    map_.swap(o.map_);
     std::swap(version_, o.version_);
     std::swap(alignment_, o.alignment_);
     std::swap(data_offset_, o.data_offset_);
@@ -219,8 +214,7 @@ class gguf_file {
                         std::uint32_t depth) const;
 
   std::filesystem::path path_;
-  const std::byte* map_ = nullptr;
-  std::size_t map_size_ = 0;
+  file_mapping map_;
   std::uint32_t version_ = 0;
   std::uint32_t alignment_ = default_alignment;
   std::uint64_t data_offset_ = 0;
@@ -231,11 +225,9 @@ class gguf_file {
 };
 
 inline gguf_file gguf_file::open(const std::filesystem::path& path) {
-  const file_mapping m = map_read_only(path, 24, "the 24-byte GGUF header (truncated)");
   gguf_file f;
   f.path_ = path;
-  f.map_ = m.data;
-  f.map_size_ = m.size;
+  f.map_ = file_mapping(path, 24, "the 24-byte GGUF header (truncated)");
   f.parse();  // throws with f owning the mapping, so it is unmapped
   return f;
 }
@@ -301,12 +293,12 @@ inline gguf_value gguf_file::read_value(detail::gguf_cursor& c, gguf_value_type 
 
 inline void gguf_file::parse() {
   const std::string p = path_.string();
-  detail::gguf_cursor c{map_, map_size_, 0, p};
+  detail::gguf_cursor c{map_.data(), map_.size(), 0, p};
 
-  if (std::memcmp(map_, "GGUF", 4) != 0) {
+  if (std::memcmp(map_.data(), "GGUF", 4) != 0) {
     std::string magic;
     for (int i = 0; i < 4; ++i) {
-      const auto b = std::to_integer<unsigned char>(map_[i]);
+      const auto b = std::to_integer<unsigned char>(map_.data()[i]);
       magic += (b >= 32 && b < 127) ? std::string(1, char(b)) : "\\x" + std::to_string(b);
     }
     fail(p, ": bad magic '", magic, "': not a GGUF file (it starts with 'GGUF')");
@@ -387,14 +379,14 @@ inline void gguf_file::parse() {
 
   data_offset_ = (c.pos + alignment_ - 1) / alignment_ * alignment_;
   if (tensors_.empty()) return;
-  if (data_offset_ > map_size_)
+  if (data_offset_ > map_.size())
     fail(p, ": truncated: the data section starts at offset ", data_offset_, ", past the end of the file at ",
-         map_size_);
-  const std::uint64_t data_size = map_size_ - data_offset_;
+         map_.size());
+  const std::uint64_t data_size = map_.size() - data_offset_;
   for (const gguf_tensor_info& t : tensors_)
     if (t.offset > data_size || t.n_bytes > data_size - t.offset)
       fail(p, ": tensor '", t.name, "': its ", t.n_bytes, " bytes at data offset ", t.offset,
-           " run past the end of the data section (", data_size, " bytes; the file is ", map_size_, " bytes)");
+           " run past the end of the data section (", data_size, " bytes; the file is ", map_.size(), " bytes)");
 
   std::vector<const gguf_tensor_info*> by_offset;
   for (const auto& t : tensors_) by_offset.push_back(&t);

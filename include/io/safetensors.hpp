@@ -32,7 +32,6 @@
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -233,9 +232,6 @@ class safetensors_file {
   }
   safetensors_file(const safetensors_file&) = delete;
   safetensors_file& operator=(const safetensors_file&) = delete;
-  ~safetensors_file() {
-    if (map_ != nullptr) ::munmap(const_cast<std::byte*>(map_), map_size_);
-  }
 
   const std::filesystem::path& path() const { return path_; }
   /// The "__metadata__" object (empty if the file has none).
@@ -253,8 +249,7 @@ class safetensors_file {
   safetensors_file() = default;
   void swap(safetensors_file& o) noexcept {
     std::swap(path_, o.path_);
-    std::swap(map_, o.map_);
-    std::swap(map_size_, o.map_size_);
+    map_.swap(o.map_);
     std::swap(metadata_, o.metadata_);
     std::swap(tensors_, o.tensors_);
     std::swap(index_, o.index_);
@@ -262,19 +257,16 @@ class safetensors_file {
   void parse();
 
   std::filesystem::path path_;
-  const std::byte* map_ = nullptr;
-  std::size_t map_size_ = 0;
+  file_mapping map_;
   std::map<std::string, std::string> metadata_;
   std::vector<tensor_view> tensors_;
   std::map<std::string, std::size_t, std::less<>> index_;  // name -> position in tensors_
 };
 
 inline safetensors_file safetensors_file::open(const std::filesystem::path& path) {
-  const file_mapping m = map_read_only(path, 8, "the 8-byte header length");
   safetensors_file f;
   f.path_ = path;
-  f.map_ = m.data;
-  f.map_size_ = m.size;
+  f.map_ = file_mapping(path, 8, "the 8-byte header length");
   f.parse();  // throws with f owning the mapping, so it is unmapped
   return f;
 }
@@ -284,14 +276,14 @@ inline void safetensors_file::parse() {
   const std::string p = path_.string();
 
   std::uint64_t n = 0;
-  std::memcpy(&n, map_, 8);
+  std::memcpy(&n, map_.data(), 8);
   // The limit is tested first so that 8 + n below cannot overflow.
   if (n > max_header_bytes) fail(p, ": header length ", n, " exceeds the limit of ", max_header_bytes, " bytes");
-  if (n > map_size_ - 8)
-    fail(p, ": header length ", n, " runs past the end of the file (", map_size_ - 8, " bytes follow the length)");
-  const auto* text = reinterpret_cast<const char*>(map_ + 8);
-  const std::byte* data = map_ + 8 + n;
-  const std::uint64_t data_size = map_size_ - 8 - n;
+  if (n > map_.size() - 8)
+    fail(p, ": header length ", n, " runs past the end of the file (", map_.size() - 8, " bytes follow the length)");
+  const auto* text = reinterpret_cast<const char*>(map_.data() + 8);
+  const std::byte* data = map_.data() + 8 + n;
+  const std::uint64_t data_size = map_.size() - 8 - n;
 
   // nlohmann keeps only the last of duplicate keys, so top-level duplicates are caught while parsing.
   std::set<std::string> seen;

@@ -31,7 +31,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,9 +128,6 @@ class zip_reader {
   }
   zip_reader(const zip_reader&) = delete;
   zip_reader& operator=(const zip_reader&) = delete;
-  ~zip_reader() {
-    if (map_ != nullptr) ::munmap(const_cast<std::byte*>(map_), map_size_);
-  }
 
   const std::filesystem::path& path() const { return path_; }
   const std::vector<zip_entry>& entries() const { return entries_; }
@@ -159,8 +155,7 @@ class zip_reader {
   zip_reader() = default;
   void swap(zip_reader& o) noexcept {
     std::swap(path_, o.path_);
-    std::swap(map_, o.map_);
-    std::swap(map_size_, o.map_size_);
+    map_.swap(o.map_);
     std::swap(zip64_, o.zip64_);
     std::swap(entries_, o.entries_);
     std::swap(index_, o.index_);
@@ -168,19 +163,16 @@ class zip_reader {
   void parse();
 
   std::filesystem::path path_;
-  const std::byte* map_ = nullptr;
-  std::size_t map_size_ = 0;
+  file_mapping map_;
   bool zip64_ = false;
   std::vector<zip_entry> entries_;
   std::map<std::string, std::size_t, std::less<>> index_;
 };
 
 inline zip_reader zip_reader::open(const std::filesystem::path& path) {
-  const file_mapping m = map_read_only(path, detail::zip::end_size, "a zip archive (its end record alone is 22 bytes)");
   zip_reader z;
   z.path_ = path;
-  z.map_ = m.data;
-  z.map_size_ = m.size;
+  z.map_ = file_mapping(path, detail::zip::end_size, "a zip archive (its end record alone is 22 bytes)");
   z.parse();  // throws with z owning the mapping, so it is unmapped
   return z;
 }
@@ -188,8 +180,8 @@ inline zip_reader zip_reader::open(const std::filesystem::path& path) {
 inline void zip_reader::parse() {
   using namespace detail::zip;
   const std::string p = path_.string();
-  const std::byte* b = map_;
-  const std::uint64_t size = map_size_;
+  const std::byte* b = map_.data();
+  const std::uint64_t size = map_.size();
 
   // The end record is the last 22 bytes before a comment of up to 65535 bytes: search back for its signature
   // where the comment length it declares reaches exactly to the end of the file.

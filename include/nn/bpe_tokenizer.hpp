@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/read_file.hpp"
 #include "io/json.hpp"
 #include "nn/tokenizer.hpp"
 #include "nn/unicode_tables.hpp"
@@ -488,7 +489,7 @@ inline bpe_tokenizer bpe_tokenizer::from_json(const std::filesystem::path& path)
   const std::string file = path.string();
   json j;
   try {
-    j = io::parse_json(detail::read_file_bytes(path, "tokenizer.json"), file);
+    j = io::parse_json(core::read_file(path, "tokenizer.json"), file);
     bpe_vocab v;
     v.source = file;
     const json& model = detail::json_at(j, "model", file, "model");
@@ -590,7 +591,7 @@ inline bpe_tokenizer bpe_tokenizer::from_json(const std::filesystem::path& path)
     }
     const auto config_path = path.parent_path() / "tokenizer_config.json";
     if (std::error_code ec; std::filesystem::is_regular_file(config_path, ec)) {
-      const json cfg = io::parse_json(detail::read_file_bytes(config_path, "tokenizer_config.json"), config_path.string());
+      const json cfg = io::parse_json(core::read_file(config_path, "tokenizer_config.json"), config_path.string());
       if (const std::string b = detail::config_token(cfg, "bos_token"); !b.empty()) v.bos_id = id_of(b, "bos_token");
       if (const std::string e = detail::config_token(cfg, "eos_token"); !e.empty()) v.eos_id = id_of(e, "eos_token");
       if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) v.add_bos = cfg["add_bos_token"].get<bool>();

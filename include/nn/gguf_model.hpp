@@ -44,6 +44,7 @@
 #include "nn/llama.hpp"
 #include "nn/llama2c_file.hpp"
 #include "quant/ggml_tensor.hpp"
+#include "quant/scheme_registry.hpp"
 
 namespace loralab::nn {
 
@@ -335,16 +336,14 @@ inline void write_gguf_model(const std::filesystem::path& path, const model_file
 /// A stored linear's blocks dequantized to float (rows as stored: rotate-half order), for `name` in messages.
 inline std::vector<float> stored_floats(const stored_blocks& s, const std::string& name) {
   LORALAB_CHECK(s.shape.size() == 2, name, ": stored blocks need a 2-D shape");
+  // checked here as well as by dispatch_scheme, whose refusal cannot say which tensor it was
+  LORALAB_CHECK(quant::ggml_schemes::contains(s.type), name, ": stored blocks of unknown type '", s.type, "' (known: ",
+                quant::ggml_schemes::names(), ")");
   const std::size_t rows = std::size_t(s.shape[0]), cols = std::size_t(s.shape[1]);
   std::vector<float> out(rows * cols);
-  const auto run = [&]<class S>(std::type_identity<S>) {
-    if (s.type != S::quant_type) return false;
+  quant::dispatch_scheme<quant::ggml_schemes>(s.type, [&]<class S>(std::type_identity<S>) {
     quant::ggml_tensor<S>::from_bytes(s.bytes, rows, cols).dequantize(std::span<float>(out));
-    return true;
-  };
-  const bool known = run(std::type_identity<quant::ggml_q4_0>{}) || run(std::type_identity<quant::ggml_q4_1>{}) ||
-                     run(std::type_identity<quant::ggml_q8_0>{});
-  LORALAB_CHECK(known, name, ": stored blocks of unknown type '", s.type, "' (known: q4_0, q4_1, q8_0)");
+  });
   return out;
 }
 
@@ -353,11 +352,12 @@ inline std::vector<float> stored_floats(const stored_blocks& s, const std::strin
 /// over the floats. The maker to hand llama_model::from_file when the model may come from a GGUF file.
 template <class W, class C = compute<float>>
 linear<W, C> make_linear_from_file(const model_file& f, const std::string& name, const float* data, Eigen::Index n, Eigen::Index k) {
+  const auto it = f.stored.find(name + ".weight");
+  const bool found = it != f.stored.end();
   if constexpr (requires { typename W::scheme; }) {
     using S = typename W::scheme;
     if constexpr (quant::ggml_block_scheme<S>) {
-      const auto it = f.stored.find(name + ".weight");
-      if (it != f.stored.end() && it->second.type == S::quant_type) {
+      if (found && it->second.type == S::quant_type) {
         LORALAB_CHECK(it->second.shape == std::vector<std::int64_t>({std::int64_t(n), std::int64_t(k)}), name, ": stored blocks of shape ",
                       detail::shape_string(it->second.shape), " for a (", n, ", ", k, ") linear");
         auto base = make_quant_linear(quant::ggml_tensor<S>::from_bytes(it->second.bytes, std::size_t(n), std::size_t(k)));
@@ -371,13 +371,11 @@ linear<W, C> make_linear_from_file(const model_file& f, const std::string& name,
       }
     }
   }
-  if (f.blocks_only) {  // no floats were read for this weight: dequantize its blocks, this weight only
-    const auto t = f.tensors.find(name + ".weight");
-    const auto it = f.stored.find(name + ".weight");
-    if (t != f.tensors.end() && t->second.data.empty() && it != f.stored.end()) {
-      const std::vector<float> w = stored_floats(it->second, name);
-      return make_linear<W, C>(w.data(), n, k);
-    }
+  // blocks_only: read_gguf_model read no floats for a stored weight, so its blocks are the only copy; dequantized
+  // here, one weight at a time, so the model is never held in float
+  if (f.blocks_only && found) {
+    const std::vector<float> w = stored_floats(it->second, name);
+    return make_linear<W, C>(w.data(), n, k);
   }
   return make_linear<W, C>(data, n, k);
 }

@@ -209,11 +209,7 @@ class llama_model {
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       if constexpr (bf16_head) {  // the frozen base's products in bf16: the tied head is one of them
-        const Eigen::Index M = xf_.rows(), C = config.dim, V = config.vocab_size;
-        logits_.resize(M, V);
-        std::uint16_t* xb = head_bf16_buffer(M);
-        to_bf16(xf_.data(), xb, M * C);
-        gemm_bf16(M, V, C, xb, C, embed_bf16(xb, M), C, /*b_transposed=*/true, logits_.data(), V, /*accumulate=*/false);
+        head_bf16(xf_, logits_, /*embed_transposed=*/true);
       } else {
         logits_.noalias() = xf_ * embed.transpose();
       }
@@ -236,11 +232,7 @@ class llama_model {
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       if constexpr (bf16_head) {
-        const Eigen::Index M = ws_.dlogits.rows(), C = config.dim, V = config.vocab_size;
-        ws_.dxf.resize(M, C);
-        std::uint16_t* db = head_bf16_buffer(M);
-        to_bf16(ws_.dlogits.data(), db, M * V);
-        gemm_bf16(M, C, V, db, V, embed_bf16(db, M), C, /*b_transposed=*/false, ws_.dxf.data(), C, /*accumulate=*/false);
+        head_bf16(ws_.dlogits, ws_.dxf, /*embed_transposed=*/false);
       } else {
         ws_.dxf.noalias() = ws_.dlogits * embed;
       }
@@ -361,22 +353,26 @@ class llama_model {
   /// compute<bf16> layers: the tied LM head's products are bf16 too (as under torch autocast); an untied head stays float.
   static constexpr bool bf16_head = is_bf16_compute<typename Linear::compute_type>;
 
-  /// The tied head's bf16 elements in the shared buffer over M tokens: its input (M, C) or output gradient (M, V),
-  /// then the embedding (V, C).
+  /// The tied head's bf16 elements in the shared buffer over M tokens: the embedding (V, C), then its input (M, C)
+  /// or output gradient (M, V).
   std::size_t head_bf16_elements(std::size_t M) const {
     const std::size_t C = std::size_t(config.dim), V = std::size_t(config.vocab_size);
-    return M * std::max(C, V) + V * C;
+    return V * C + M * std::max(C, V);
   }
-  std::uint16_t* head_bf16_buffer(Eigen::Index M) {
-    std::vector<std::uint16_t>& v = shared_->bf16;
-    if (v.size() < head_bf16_elements(std::size_t(M))) v = std::vector<std::uint16_t>(head_bf16_elements(std::size_t(M)));
-    return v.data();
-  }
-  /// The embedding in bf16, after the M·max(C, V) activation elements of the buffer that starts at `buffer`.
-  const std::uint16_t* embed_bf16(std::uint16_t* buffer, Eigen::Index M) const {
-    std::uint16_t* e = buffer + (head_bf16_elements(std::size_t(M)) - std::size_t(embed.size()));
-    to_bf16(embed.data(), e, embed.size());
-    return e;
+  /// out = a Eᵀ (forward: a = rms_norm(x) (M, C), out = logits (M, V)) or out = a E (backward: a = dL/dlogits (M, V),
+  /// out = dL/d(head input) (M, C)), both operands rounded to bf16 with float accumulation. The embedding is
+  /// converted on every call: it may be trainable, so a copy kept from forward could be stale by the next step.
+  void head_bf16(const matrix<S>& a, matrix<S>& out, bool embed_transposed) {
+    const Eigen::Index M = a.rows(), C = config.dim, V = config.vocab_size;
+    const Eigen::Index K = embed_transposed ? C : V, N = embed_transposed ? V : C;
+    std::vector<std::uint16_t>& buffer = shared_->bf16;
+    if (buffer.size() < head_bf16_elements(std::size_t(M))) buffer = std::vector<std::uint16_t>(head_bf16_elements(std::size_t(M)));
+    std::uint16_t* eb = buffer.data();  // (V, C)
+    std::uint16_t* ab = eb + embed.size();  // (M, K)
+    to_bf16(embed.data(), eb, embed.size());
+    to_bf16(a.data(), ab, M * K);
+    out.resize(M, N);
+    gemm_bf16(M, N, K, ab, K, eb, C, /*b_transposed=*/embed_transposed, out.data(), N, /*accumulate=*/false);
   }
 
   attention_shape shape() const { return {B_, T_, config.n_heads, config.n_kv_heads, config.head_dim()}; }

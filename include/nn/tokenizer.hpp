@@ -45,6 +45,7 @@
 #include <sentencepiece_processor.h>
 
 #include "core/check.hpp"
+#include "core/read_file.hpp"
 
 namespace loralab::nn {
 
@@ -124,18 +125,6 @@ inline void append_bytes_as_utf8(std::string& out, std::string_view bytes) {
   }
 }
 
-/// The whole file as bytes; errors name the file.
-inline std::string read_file_bytes(const std::filesystem::path& path, std::string_view what) {
-  std::error_code ec;
-  LORALAB_CHECK(std::filesystem::is_regular_file(path, ec), path.string(), ": ", what,
-                " file not found (or not a file)");
-  std::ifstream in(path, std::ios::binary);
-  LORALAB_CHECK(in.good(), path.string(), ": cannot open ", what, " file");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  LORALAB_CHECK(!in.bad(), path.string(), ": read error in ", what, " file");
-  return bytes;
-}
-
 /// Hash for unordered_map<std::string, …> lookups by string_view without a temporary string.
 struct string_hash {
   using is_transparent = void;
@@ -158,7 +147,7 @@ class llama2c_tokenizer final : public tokenizer {
   /// prefix of it).
   llama2c_tokenizer(const std::filesystem::path& bin_file, int vocab_size) : file_(bin_file.string()) {
     LORALAB_CHECK(vocab_size > 0, file_, ": vocab_size must be > 0 to read a llama2.c tokenizer, got ", vocab_size);
-    const std::string bytes = detail::read_file_bytes(bin_file, "llama2.c tokenizer");
+    const std::string bytes = core::read_file(bin_file, "llama2.c tokenizer");
     std::size_t pos = 0;
     const auto read_i32 = [&](std::int32_t& v) {
       if (bytes.size() - pos < 4) return false;

@@ -29,6 +29,8 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/read_file.hpp"
+#include "io/json.hpp"
 #include "io/zip_archive.hpp"
 
 namespace loralab::train {
@@ -57,12 +59,7 @@ inline std::filesystem::path latest_checkpoint(const std::filesystem::path& outp
 }
 
 namespace detail {
-inline std::vector<char> read_whole(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  LORALAB_CHECK(in, p.string(), ": cannot be opened for reading");
-  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-inline std::string crc_hex(const std::vector<char>& bytes) {
+inline std::string crc_hex(const std::string& bytes) {
   char buf[11];
   std::snprintf(buf, sizeof buf, "%08x", io::crc32(std::as_bytes(std::span(bytes.data(), bytes.size()))));
   return buf;
@@ -81,7 +78,7 @@ inline void write_manifest(const std::filesystem::path& dir) {
   j["version"] = 1;
   j["files"] = nlohmann::ordered_json::array();
   for (const auto& n : names) {
-    const auto bytes = detail::read_whole(dir / n);
+    const std::string bytes = core::read_file(dir / n, "checkpoint");
     j["files"].push_back({{"name", n}, {"bytes", bytes.size()}, {"crc32", detail::crc_hex(bytes)}});
   }
   atomic_file f(dir / checkpoint_manifest);
@@ -102,8 +99,7 @@ inline std::string verify_checkpoint(const std::filesystem::path& dir, bool allo
          "loralab (pass --resume-from ", dir.string(), " to use it unverified)");
   }
   const std::string where = mpath.string();
-  std::ifstream in(mpath);
-  const auto j = nlohmann::json::parse(in, nullptr, false);
+  const nlohmann::json j = io::parse_json(core::read_file(mpath, "checkpoint manifest"), where);
   LORALAB_CHECK(j.is_object() && j.value("format", std::string()) == "loralab-checkpoint", where,
                 ": not a loralab checkpoint manifest (key 'format' should be \"loralab-checkpoint\")");
   LORALAB_CHECK(j.contains("files") && j.at("files").is_array(), where, ": key 'files' is missing or not a list");
@@ -121,7 +117,7 @@ inline std::string verify_checkpoint(const std::filesystem::path& dir, bool allo
     const auto p = dir / name;
     std::error_code ec;
     LORALAB_CHECK(std::filesystem::is_regular_file(p, ec), p.string(), ": missing (", where, " lists it)");
-    const auto bytes = detail::read_whole(p);
+    const std::string bytes = core::read_file(p, "checkpoint");
     LORALAB_CHECK(bytes.size() == size, p.string(), ": ", bytes.size(), " bytes, but ", where, " records ", size,
                   " (truncated or changed after it was saved)");
     const std::string got = detail::crc_hex(bytes);

@@ -23,6 +23,8 @@
 #include "core/atomic_dir.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/read_file.hpp"
+#include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "lora/peft_io.hpp"
 #include "train/checkpoint_files.hpp"
@@ -164,9 +166,7 @@ int resume_from(trainer<Model>& t, const std::filesystem::path& dir, std::ostrea
   const std::string note = verify_checkpoint(dir, true);
   if (!note.empty() && log) *log << "resume: warning: " << note << "\n";
   const std::string where = (dir / "trainer_state.json").string();
-  std::ifstream in(dir / "trainer_state.json");
-  LORALAB_CHECK(in, where, ": cannot be opened");
-  const auto j = nlohmann::json::parse(in, nullptr, false);
+  const nlohmann::json j = io::parse_json(core::read_file(dir / "trainer_state.json", "trainer state"), where);
   LORALAB_CHECK(j.is_object() && j.contains("global_step"), where, ": not a trainer state");
   trainer_state s;
   try {

@@ -134,7 +134,7 @@ BOOST_AUTO_TEST_CASE(smollm2_encode_speed) {
   std::string text;  // Debian's fortunes, or the golden corpus repeated when they are absent
   for (const auto& e : fs::directory_iterator("/usr/share/games/fortunes", std::filesystem::directory_options::skip_permission_denied)) {
     const auto ext = e.path().extension();
-    if (e.is_regular_file() && ext != ".dat" && ext != ".u8") text += loralab::nn::detail::read_file_bytes(e.path(), "text");
+    if (e.is_regular_file() && ext != ".dat" && ext != ".u8") text += loralab::core::read_file(e.path(), "text");
   }
   while (text.size() < 2'000'000)
     for (const auto& c : golden()["cases"]) text += c["text"].get<std::string>();

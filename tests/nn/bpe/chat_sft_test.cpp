@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// finetune's chat-template rendering of alpaca records (data::render_chat_record + tokenize unframed) against
-// transformers' apply_chat_template over SmolLM2's real template string, split as TRL's SFT does for
+// finetune's chat-template rendering of alpaca records (data::render_chat_record; render_chat_instruction + tokenize,
+// unframed) against transformers' apply_chat_template over SmolLM2's real template string, split as TRL's SFT does for
 // completion-only loss (tests/data/chat_sft_golden.json, written by tests/reference/make_chat_sft_golden.py): the
 // prompt and completion text always; the ids and the label mask with SmolLM2's GGUF tokenizer when it is cached.
 // GSM8K question/answer records and multi-turn chat records (messages, every assistant turn trained) against
@@ -69,7 +69,7 @@ BOOST_AUTO_TEST_CASE(ids_and_mask_equal_trl_completion_only_loss) {
   if (!tok) return;
   const data::chat_template t = data::detect_chat_template(golden()["template"].get<std::string>());
   for (const auto& c : golden()["cases"]) {
-    const data::example ex = data::tokenize(*tok, data::render_chat_record(t, record_of(c)), false, /*frame=*/false);
+    const data::example ex = data::tokenize(*tok, data::render_chat_instruction(t, record_of(c)), false);
     const auto ids = c["input_ids"].get<std::vector<int>>();
     const auto mask = c["completion_mask"].get<std::vector<int>>();
     BOOST_TEST(ex.input_ids == ids, boost::test_tools::per_element());
