@@ -27,34 +27,34 @@ cudaError_t dropped(const float* x, std::size_t n, const dropout_mask& d, float*
 
 }  // namespace
 
-cudaError_t frozen_linear_forward(cublasHandle_t h, const weight_4bit& w, const float* x, int M, float* y, float* tile, int tile_rows,
-                                  cudaStream_t stream) {
+/// Dequantizes W in tiles of tile_rows rows into `tile` and calls f(tile, n0, nt) after each: the loop both
+/// directions of the frozen linear share.
+template <class F>
+cudaError_t for_each_tile(const weight_4bit& w, float* tile, int tile_rows, cudaStream_t stream, F&& f) {
   if (!tiles_fit(w, tile_rows)) return cudaErrorInvalidValue;
-  cublasSetStream(h, stream);
   for (int n0 = 0; n0 < w.N; n0 += tile_rows) {
     const int nt = tile_rows < w.N - n0 ? tile_rows : w.N - n0;
     const std::size_t first = std::size_t(n0) * w.K;
     cudaError_t e = dequantize_4bit(w.type, w.block, w.codes + first / 2, w.absmax + first / w.block, std::size_t(nt) * w.K, tile, stream);
-    if (e != cudaSuccess) return e;
-    // y[:, n0:n0+nt] = x (M, K) · tileᵀ
-    if ((e = gemm_rm(h, false, true, M, nt, w.K, 1.0f, x, w.K, tile, w.K, 0.0f, y + n0, w.N)) != cudaSuccess) return e;
+    if (e != cudaSuccess || (e = f(n0, nt)) != cudaSuccess) return e;
   }
   return cudaGetLastError();
 }
 
+cudaError_t frozen_linear_forward(cublasHandle_t h, const weight_4bit& w, const float* x, int M, float* y, float* tile, int tile_rows,
+                                  cudaStream_t stream) {
+  cublasSetStream(h, stream);
+  return for_each_tile(w, tile, tile_rows, stream, [&](int n0, int nt) {  // y[:, n0:n0+nt] = x (M, K) · tileᵀ
+    return gemm_rm(h, false, true, M, nt, w.K, 1.0f, x, w.K, tile, w.K, 0.0f, y + n0, w.N);
+  });
+}
+
 cudaError_t frozen_linear_backward(cublasHandle_t h, const weight_4bit& w, const float* dy, int M, float* dx, float* tile, int tile_rows,
                                    cudaStream_t stream) {
-  if (!tiles_fit(w, tile_rows)) return cudaErrorInvalidValue;
   cublasSetStream(h, stream);
-  for (int n0 = 0; n0 < w.N; n0 += tile_rows) {
-    const int nt = tile_rows < w.N - n0 ? tile_rows : w.N - n0;
-    const std::size_t first = std::size_t(n0) * w.K;
-    cudaError_t e = dequantize_4bit(w.type, w.block, w.codes + first / 2, w.absmax + first / w.block, std::size_t(nt) * w.K, tile, stream);
-    if (e != cudaSuccess) return e;
-    // dx (M, K) (+)= dy[:, n0:n0+nt] (M, nt) · tile (nt, K)
-    if ((e = gemm_rm(h, false, false, M, w.K, nt, 1.0f, dy + n0, w.N, tile, w.K, n0 == 0 ? 0.0f : 1.0f, dx, w.K)) != cudaSuccess) return e;
-  }
-  return cudaGetLastError();
+  return for_each_tile(w, tile, tile_rows, stream, [&](int n0, int nt) {  // dx (M, K) (+)= dy[:, n0:n0+nt] · tile (nt, K)
+    return gemm_rm(h, false, false, M, w.K, nt, 1.0f, dy + n0, w.N, tile, w.K, n0 == 0 ? 0.0f : 1.0f, dx, w.K);
+  });
 }
 
 cudaError_t lora_forward(cublasHandle_t h, const float* x, int M, int K, int N, int r, const float* A, const float* B, float scaling,
