@@ -379,7 +379,7 @@ class trainer {
         std::fill(q.grad, q.grad + q.size, 0.0f);
       }
     }
-    double loss_flag[2] = {0, detail::sigint_seen ? 1.0 : 0.0};
+    double loss_flag[2] = {0, 0};
     for (int k = g_.rank(); k < o_.grad_accum; k += g_.size()) {
       const data::batch& b = window[std::size_t(k)];
       const std::uint64_t mask_seed = o_.seed * 1000003ull + std::uint64_t(step) * 1009ull + std::uint64_t(k);
@@ -397,6 +397,7 @@ class trainer {
         const param_ref &p = params_[i], &q = replica_params_[j][i];
         for (std::size_t e = 0; e < p.size; ++e) p.grad[e] += q.grad[e];
       }
+    loss_flag[1] = detail::sigint_seen ? 1.0 : 0.0;  // a SIGINT during this step stops after it, as before
     if (g_.size() > 1) sum_over_group(loss_flag);
     interrupt = interrupt || loss_flag[1] > 0;
     const double loss = loss_flag[0];
