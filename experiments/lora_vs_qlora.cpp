@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
         groups.push_back(std::move(g));
     }
     const auto size_of = [&](const ex::run_group& g) { return ns[std::size_t(&g - groups.data()) / per]; };  // `per` groups a size
-    const auto& r0 = groups.front().runs.front();
+    const auto& r0 = groups.front().first_run();
     fmt::print("trainable params: {} || all params: {} || trainable%: {:.4f}\n\n", lora::with_commas(r0.parameters.trainable),
                lora::with_commas(r0.parameters.all), r0.parameters.percent());
 

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     auto other = std::find_if(groups.begin(), groups.end(), [](const auto& g) { return g.spec.lora.r == 8; });  // the usual default
     if (other == groups.end() || &*other == &best) other = &best == &groups.front() ? groups.end() - 1 : groups.begin();
     rep.conclusion = fmt::format("The lowest eval loss is at {} ({} trainable parameters).", best.name(),
-                                 lora::with_commas(best.runs.front().parameters.trainable)) +
+                                 lora::with_commas(best.first_run().parameters.trainable)) +
                      (&*other != &best ? " " + experiment::compare(best, *other, loss) : "");
     rep.write();
     return 0;

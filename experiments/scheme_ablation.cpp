@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     ex::report rep(o.output_dir, "scheme_ablation", "Which quantized base? The base's own perplexity and the eval loss after the same "
                                                     "LoRA run, for every scheme (QLoRA Table 2 / Figure 3 in small).");
     rep.setup = in.describe();
-    const auto ppl = [](const ex::run_group& g) { return fmt::format("{:.3f}", std::exp(g.runs.front().eval_before)); };
+    const auto ppl = [](const ex::run_group& g) { return fmt::format("{:.3f}", std::exp(g.first_run().eval_before)); };
     rep.table = ex::sweep_table(groups, {{"scheme", [](const auto& g) { return g.name(); }}, "bits/weight", {"base perplexity", ppl},
                                          "eval loss before", "eval loss after", "ms/step"});
     rep.figure = ex::figure{"Quantized bases", {ex::sweep_panel(groups, "", {}, "eval loss before"),

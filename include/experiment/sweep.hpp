@@ -105,6 +105,16 @@ struct run_group {
   std::vector<std::string> failed;  ///< "seed 43 (rank 1): MESSAGE" for each seed that did not
 
   std::string name() const { return spec.name(); }
+  /// The first finished run (what every seed shares: parameter counts, storage); an error naming the group and its
+  /// failures when none finished.
+  const run_result& first_run() const {
+    if (runs.empty()) {
+      std::string why;
+      for (const auto& f : failed) why += (why.empty() ? "" : "; ") + f;
+      throw dist::collective_error("no run of " + name() + " finished (" + why + "); rerun with --resume once the cause is fixed");
+    }
+    return runs.front();
+  }
   spread of(const metric& m) const {
     std::vector<double> xs;
     for (const auto& r : runs) xs.push_back(m.get(r));
@@ -186,6 +196,7 @@ std::vector<run_group> run_sweep(const nn::model_file& file, const data::prepare
   std::vector<std::optional<nlohmann::ordered_json>> by_cell(cells);
   for (std::size_t r = 0; r < all.size(); ++r)
     for (const auto& cell : nlohmann::ordered_json::parse(all[r])) by_cell[cell.at("cell").get<std::size_t>()] = cell;
+  std::size_t finished = 0;
   for (std::size_t c = 0; c < cells; ++c) {
     const run_spec one = spec_of(c);
     run_group& grp = groups[c / std::size_t(seeds)];
@@ -193,11 +204,14 @@ std::vector<run_group> run_sweep(const nn::model_file& file, const data::prepare
     const std::string rank = g.size() > 1 ? fmt::format(" (rank {})", c % std::size_t(g.size())) : "";
     if (cell.contains("result")) {
       grp.runs.push_back(cell_from_json(cell["result"], one, "the result of cell " + std::to_string(c) + rank));
+      ++finished;
     } else {
       grp.failed.push_back(fmt::format("seed {}{}: {}", one.train.seed, rank, cell.at("error").get<std::string>()));
       detail::unfinished_runs().push_back(fmt::format("{}, {}", one.name(), grp.failed.back()));
     }
   }
+  dist::check_collective(finished > 0, "every run of the sweep failed; the first: ", groups.front().spec.name(), ", ",
+                         groups.front().failed.empty() ? std::string("?") : groups.front().failed.front());
   return groups;
 }
 template <class Schemes = quant::model_schemes>
