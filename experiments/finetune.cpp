@@ -189,10 +189,8 @@ int main(int argc, char** argv) try {
   tokenizer_path = experiments::tokenizer_for(tokenizer_path, model_path);
   // Nothing reads the float linears when the base is not exported: a GGUF's block-stored linears are then kept as
   // blocks only (nn::gguf_linears::blocks_only; each weight dequantized on its own when another base is asked for).
-  dist::check_same_inputs(dist::group::world(), {{"command line", "", cli.arguments_fingerprint},
-                                                 {"model", model_path, dist::fingerprint_path(model_path)},
-                                                 {"tokenizer", tokenizer_path, dist::fingerprint_path(tokenizer_path)},
-                                                 {"data file", data_path, dist::fingerprint_path(data_path)}});
+  dist::check_same_inputs(dist::group::world(), cli.arguments_fingerprint,
+                          {{"model", model_path}, {"tokenizer", tokenizer_path}, {"data file", data_path}});
   const nn::model_file file = nn::load_model_file(model_path, export_base == "none" ? nn::gguf_linears::blocks_only : nn::gguf_linears::floats_and_blocks);
   train::check_finite_weights(file, model_path);  // the floats read (blocks-only linears have none here)
   LORALAB_CHECK(dc.seq_len <= file.config.max_seq_len, "--seq-len ", dc.seq_len, " exceeds the model's context of ",

@@ -79,19 +79,23 @@ inline std::uint64_t fingerprint_path(const std::filesystem::path& path) {
   return f.h;
 }
 
-/// One thing every rank must agree on: a name for messages ("the model file"), the value as this rank has it
-/// (a path, or a description for the command line) and its fingerprint.
-struct agreed_input {
-  std::string what, value;
-  std::uint64_t fingerprint = 0;
+/// A file every rank must read alike: a name for messages ("model") and its path as this rank has it.
+struct agreed_file {
+  std::string what;
+  std::filesystem::path path;
 };
 
-/// Compares every rank's inputs with rank 0's; on a difference every rank raises the same collective_error naming
-/// the first input and every rank that differs. Nothing is exchanged in a group of one.
-inline void check_same_inputs(const group& g, const std::vector<agreed_input>& inputs) {
+/// Compares every rank's command line (its fingerprint_arguments) and files with rank 0's; on a difference every
+/// rank raises the same collective_error naming the first input that differs and every rank that differs. In a
+/// group of one nothing is read or exchanged: the files are fingerprinted only when there are ranks to compare.
+inline void check_same_inputs(const group& g, std::uint64_t arguments, const std::vector<agreed_file>& files) {
   if (g.size() == 1) return;
-  std::string mine;
-  for (const auto& i : inputs) mine += fmt::format("{:016x}\n", i.fingerprint);
+  std::vector<std::pair<std::string, std::string>> inputs = {{"command line", ""}};  // what, rank 0's value
+  std::string mine = fmt::format("{:016x}\n", arguments);
+  for (const auto& f : files) {
+    inputs.emplace_back(f.what, f.path.string());
+    mine += fmt::format("{:016x}\n", fingerprint_path(f.path));
+  }
   const std::vector<std::string> all = g.all_gather(mine);
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     std::vector<int> differ;
@@ -100,11 +104,12 @@ inline void check_same_inputs(const group& g, const std::vector<agreed_input>& i
     if (differ.empty()) continue;
     std::string ranks;
     for (int r : differ) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    const auto& [what, value] = inputs[k];
     throw collective_error(fmt::format("rank{} {} {} a different {} from rank 0's{} (fingerprint {} vs {}): every rank must run the "
                                        "same job on the same files; check the mpirun command line and each node's copy",
-                                       differ.size() > 1 ? "s" : "", ranks, differ.size() > 1 ? "have" : "has", inputs[k].what,
-                                       inputs[k].value.empty() ? "" : " (" + inputs[k].value + " on rank 0)",
-                                       all[std::size_t(differ[0])].substr(17 * k, 16), all[0].substr(17 * k, 16)));
+                                       differ.size() > 1 ? "s" : "", ranks, differ.size() > 1 ? "have" : "has", what,
+                                       value.empty() ? "" : " (" + value + " on rank 0)", all[std::size_t(differ[0])].substr(17 * k, 16),
+                                       all[0].substr(17 * k, 16)));
   }
 }
 

@@ -222,10 +222,8 @@ inline inputs load_inputs(const setup_options& o, const char* argv0) {
   in.dc.batch_size = o.batch_size, in.dc.seq_len = o.seq_len;
   in.dc.seed = o.seed;
   in.dc.validate();
-  dist::check_same_inputs(dist::group::world(), {{"command line", "", o.arguments_fingerprint},
-                                                 {"model", in.model_path, dist::fingerprint_path(in.model_path)},
-                                                 {"tokenizer", in.tokenizer_path, dist::fingerprint_path(in.tokenizer_path)},
-                                                 {"data file", o.data, dist::fingerprint_path(o.data)}});
+  dist::check_same_inputs(dist::group::world(), o.arguments_fingerprint,
+                          {{"model", in.model_path}, {"tokenizer", in.tokenizer_path}, {"data file", o.data}});
   in.file = nn::load_model_file(in.model_path);
   LORALAB_CHECK(o.seq_len <= in.file.config.max_seq_len, "--seq-len ", o.seq_len, " exceeds the model's context of ",
                 in.file.config.max_seq_len, " (", in.model_path, ")");

@@ -54,7 +54,7 @@ BOOST_AUTO_TEST_CASE(a_process_alone_is_a_world_of_one) {
   BOOST_TEST(w.all_gather("mine") == std::vector<std::string>{"mine"});
   BOOST_TEST(w.reduced().calls == 0);
   BOOST_TEST(dist::group::self().size() == 1);
-  dist::check_same_inputs(w, {{"model", "m.bin", 1}});  // nothing to compare with
+  dist::check_same_inputs(w, 1, {{"model", "no/such/m.bin"}});  // nothing to compare with: not even read
   BOOST_CHECK_EXCEPTION(dist::check_collective(false, "a ", 3, " b"), dist::collective_error,
                         [](const dist::collective_error& e) { return std::string(e.what()) == "a 3 b"; });
 }
