@@ -10,9 +10,7 @@
 // this sweep's (a cell file of another configuration is refused, naming the file and both keys).
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include <fmt/core.h>
@@ -20,6 +18,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/read_file.hpp"
 #include "experiment/run.hpp"
 #include "io/json.hpp"
 
@@ -130,10 +129,7 @@ inline std::optional<run_result> load_cell(const std::filesystem::path& cells_di
   const std::filesystem::path path = cell_file(cells_dir, cell);
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json j = io::parse_json(text.str(), path.string());
+  const nlohmann::json j = io::parse_json(core::read_file(path, "sweep cell"), path.string());
   const std::string key = j.contains("key") && j["key"].is_string() ? j["key"].get<std::string>() : "(none)";
   LORALAB_CHECK(key == spec_key(spec), path.string(), ": holds the run '", key, "', but this sweep's cell ", cell, " is '",
                 spec_key(spec), "': another configuration wrote it; remove OUT/cells or use another --output-dir");
