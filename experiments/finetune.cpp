@@ -161,6 +161,7 @@ int main(int argc, char** argv) try {
       "adapter", po::value(&adapter_dir), "start from this PEFT LoRA adapter's values (a new run; see --resume for continuing one)")(
       "export-base", po::value(&export_base), "write the base as an HF directory here and record it in adapter_config.json "
                                               "(default for a non-HF --model: OUTPUT/base_model; 'none': record --model as given)");
+  cli.allow_device();
   if (auto code = cli.parse(argc, argv)) return *code;
   const auto& vm = cli.vm;
   lc.init = lora::parse_lora_init(init);
@@ -208,7 +209,9 @@ int main(int argc, char** argv) try {
   experiments::with_lora_model<experiments::model_and_ggml_schemes>(file, quant, dq, [&](auto& m) {
     m.gradient_checkpointing = ckpt;
     lora::prepare_for_kbit_training(m);  // a quantized base trains with checkpointing, as PEFT prepares it
-    rc = run(m, data, lc, targets, o, output_dir, resume, resume_from, base_record, start, adapter_gguf);
+    experiment::on_device(m, cli.device, [&](auto& model) {  // --device cuda: the model's twin on the GPU
+      rc = run(model, data, lc, targets, o, output_dir, resume, resume_from, base_record, start, adapter_gguf);
+    });
   });
   return rc;
 } catch (const std::exception& e) {

@@ -80,6 +80,14 @@ __global__ void rotary_kernel(float* x, int M, int heads, int half, const float*
   }
 }
 
+__global__ void embedding_kernel(const float* table, const int* ids, int C, std::size_t n, float* out) {
+  const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = table[std::size_t(ids[i / C]) * C + i % C];
+}
+__global__ void add_kernel(const float* x, std::size_t n, float* y) {
+  const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] += x[i];
+}
 __global__ void cross_entropy_kernel(const float* logits, const int* targets, int V, float denominator, float* row_loss, float* dlogits) {
   __shared__ block_reduce::TempStorage tmp;
   __shared__ float shared;
@@ -139,6 +147,17 @@ cudaError_t cross_entropy(const float* logits, const int* targets, int M, int V,
   if (M <= 0) return cudaSuccess;
   if (!(denominator > 0)) return cudaErrorInvalidValue;
   cross_entropy_kernel<<<M, threads, 0, stream>>>(logits, targets, V, denominator, row_loss, dlogits);
+  return cudaGetLastError();
+}
+cudaError_t embedding_rows(const float* table, const int* ids, int M, int C, float* out, cudaStream_t stream) {
+  const std::size_t n = std::size_t(M) * C;
+  if (n == 0) return cudaSuccess;
+  embedding_kernel<<<grid_for(n), threads, 0, stream>>>(table, ids, C, n, out);
+  return cudaGetLastError();
+}
+cudaError_t add_into(float* y, const float* x, std::size_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  add_kernel<<<grid_for(n), threads, 0, stream>>>(x, n, y);
   return cudaGetLastError();
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The Llama layers' element-wise and row-wise parts on the GPU, forward and backward: RMSNorm, SwiGLU, RoPE and
-// cross-entropy (the products are cuBLAS's). Each is checked against the CPU layer (include/nn/) on fresh random
+// The Llama layers' element-wise and row-wise parts on the GPU, forward and backward: RMSNorm, SwiGLU, RoPE,
+// cross-entropy, the embedding's rows and the residual add (the products are cuBLAS's). Each is checked against the CPU layer (include/nn/) on fresh random
 // inputs within 1e-5 relative (tests/kernels): the CPU sums rows with Eigen's vectorized order and its exp is
 // Eigen's, so the bits differ; nothing here is stored quantized, so no bit-exact reference applies.
 //
@@ -32,4 +32,8 @@ cudaError_t rotary(float* x, int M, int heads, int head_dim, const float* cos, c
 cudaError_t cross_entropy(const float* logits, const int* targets, int M, int V, float denominator, float* row_loss, float* dlogits,
                           cudaStream_t stream = nullptr);
 
+/// out (M, C) = the rows ids[0..M) of table (V, C) (ids checked on the host: 0 ≤ id < V).
+cudaError_t embedding_rows(const float* table, const int* ids, int M, int C, float* out, cudaStream_t stream = nullptr);
+/// y += x over n floats (the residual stream, gradient sums).
+cudaError_t add_into(float* y, const float* x, std::size_t n, cudaStream_t stream = nullptr);
 }  // namespace loralab::cuda

@@ -9,13 +9,6 @@ namespace {
 
 cudaError_t status(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown; }
 
-/// Row-major C (m, n) = alpha · op(A) · op(B) + beta · C with A (m, k) or, transposed, its (k, m) rows; B likewise.
-cudaError_t gemm_rm(cublasHandle_t h, bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
-                    float beta, float* C, int ldc) {
-  // row-major C = op(A)·op(B)  ⟺  column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands, keep each one's transpose flag
-  return status(cublasSgemm(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc));
-}
-
 /// Every tile starts on a quantization block (the blocks run over the flattened weight), or there is one tile.
 bool tiles_fit(const weight_4bit& w, int tile_rows) {
   return tile_rows > 0 && (tile_rows >= w.N || (std::size_t(tile_rows) * std::size_t(w.K)) % std::size_t(w.block) == 0);
@@ -26,6 +19,12 @@ cudaError_t dropped(const float* x, std::size_t n, const dropout_mask& d, float*
 }
 
 }  // namespace
+
+cudaError_t gemm_rm(cublasHandle_t h, bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+                    float beta, float* C, int ldc) {
+  // row-major C = op(A)·op(B)  ⟺  column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands, keep each one's transpose flag
+  return status(cublasSgemm(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc));
+}
 
 /// Dequantizes W in tiles of tile_rows rows into `tile` and calls f(tile, n0, nt) after each: the loop both
 /// directions of the frozen linear share.

@@ -26,6 +26,11 @@
 
 namespace loralab::cuda {
 
+/// Row-major C (m, n) = alpha · op(A) · op(B) + beta · C, op(A) (m, k), op(B) (k, n); lda, ldb, ldc the row strides
+/// (cuBLAS SGEMM on the transposed problem).
+cudaError_t gemm_rm(cublasHandle_t h, bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+                    float beta, float* C, int ldc);
+
 /// A 4-bit blockwise weight in device memory: codes [(N·K+1)/2], absmax [ceil(N·K/block)].
 struct weight_4bit {
   code4 type = code4::nf4;

@@ -38,6 +38,7 @@
 #include "core/startup_environment.hpp"
 #include "dist/fingerprint.hpp"
 #include "dist/group.hpp"
+#include "experiment/device.hpp"
 
 namespace loralab::experiment {
 
@@ -76,6 +77,13 @@ class command_line {
     desc.add_options()("help,h", "print this help and exit");
     flag("threads", threads, "OpenMP/OpenBLAS threads (0 = all cores)");
     flag("seed", seed, "random seed: same seed and threads, same numbers");
+    flag("device", device, "cpu or cuda: where models train (cuda: float32 and nf4/fp4 bases; a CUDA build and a GPU)");
+  }
+
+  /// This program's work has a CUDA path: --device cuda is accepted (when the build and the machine have one).
+  command_line& allow_device() {
+    device_capable_ = true;
+    return *this;
   }
 
   /// --name VALUE into `var`; its value now is the default shown by --help.
@@ -118,6 +126,18 @@ class command_line {
       std::cerr << program_ << ": --threads must be >= 0, got " << threads << "\n";
       return 2;
     }
+    if (!is_device_name(device)) {
+      std::cerr << program_ << ": --device must be cpu or cuda, got '" << device << "'\n";
+      return 2;
+    }
+    if (device == "cuda") {
+      const std::string why = device_capable_ ? cuda_unavailable()
+                                              : "this program runs on the CPU only; " + std::string(device_programs);
+      if (!why.empty()) {
+        std::cerr << program_ << ": --device cuda: " << why << "\n";
+        return 2;
+      }
+    }
     arguments_fingerprint = dist::fingerprint_arguments(argc, argv);
     // Under an MPI launcher (dist/group.hpp): MPI_Init here; ranks on one node share its cores unless --threads
     // says otherwise, and only rank 0 prints (the other ranks' errors still reach stderr).
@@ -130,6 +150,7 @@ class command_line {
       }
     }
     if (threads > 0) omp_set_num_threads(threads);
+    if (device == "cuda") select_cuda_device(dist::launched().rank);
     // OMP_DYNAMIC=true lets the runtime hand OpenBLAS's parallel sgemm fewer threads than it partitioned the work
     // for, and OpenBLAS 0.3.21 then waits forever for the missing ones (seen: a hang in the first product). Teams
     // of the size asked, always.
@@ -145,6 +166,7 @@ class command_line {
 
   int threads = 0;
   std::uint64_t seed = 42;
+  std::string device = "cpu";  ///< --device: cpu or cuda (checked by parse())
   std::uint64_t arguments_fingerprint = 0;  ///< of argv after the program's name: ranks compare it (dist/fingerprint.hpp)
   std::FILE* header = stderr;  ///< where parse() prints the BLAS line; nullptr: nowhere
   po::options_description desc;
@@ -152,6 +174,7 @@ class command_line {
 
  private:
   std::string program_;
+  bool device_capable_ = false;
 };
 
 /// "1,2,4" -> {1, 2, 4}: a comma list (spaces around items ignored) of values of T for `flag` (named in errors); an empty list is returned as is

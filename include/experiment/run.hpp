@@ -39,6 +39,10 @@
 #include "train/console_log.hpp"
 #include "train/run_files.hpp"
 #include "train/trainer.hpp"
+#include "experiment/device.hpp"
+#ifdef LORALAB_HAVE_CUDA
+#include "cuda/device_model.hpp"
+#endif
 
 namespace loralab::experiment {
 
@@ -60,12 +64,14 @@ struct run_spec {
   std::filesystem::path output;   ///< empty: nothing written; else the run's directory (adapter, checkpoints, run.json)
   std::string base_model;         ///< with `output`: adapter_config.json's base_model_name_or_path
   bool verbose = false;           ///< print HF's log lines and the planned memory
+  std::string device = "cpu";     ///< cpu or cuda: where the model trains (cuda: include/cuda/, float32 and 4-bit bases)
 
   /// Every field checked before any work; the scheme name against the registry's canonical names.
   void validate() const {
     lora.validate();
     train.validate();
     (void)quant::canonical_scheme_name(scheme);
+    LORALAB_CHECK(is_device_name(device), "run_spec: device must be cpu or cuda, got '", device, "'");
   }
   /// "nf4-b64-dq r8 all-linear adamw seed 42"
   std::string describe() const {
@@ -102,7 +108,7 @@ struct run_result {
     j["label"] = spec.name();
     j["scheme"] = scheme;
     j["r"] = spec.lora.r, j["alpha"] = spec.lora.alpha, j["dropout"] = spec.lora.dropout, j["targets"] = spec.targets.describe();
-    j["optimizer"] = spec.train.optim, j["lr"] = spec.train.lr, j["seed"] = spec.train.seed;
+    j["optimizer"] = spec.train.optim, j["lr"] = spec.train.lr, j["seed"] = spec.train.seed, j["device"] = spec.device;
     j["adapted_modules"] = adapted_modules;
     j["trainable_parameters"] = parameters.trainable, j["all_parameters"] = parameters.all;
     j["gradient_checkpointing"] = gradient_checkpointing;
@@ -133,6 +139,26 @@ struct run_result {
                              double(r.train.peak_rss_bytes) / (1 << 20), r.eval_before, r.eval_after());
   }
 };
+
+/// fn(m) with device "cpu"; with "cuda", fn(the device twin of m) (cuda/device_model.hpp: the same templates over
+/// device linears), the host model emptied first (its base is not needed twice). A base with no CUDA path, a build
+/// without CUDA: errors that say so.
+template <class Model, class F>
+void on_device(Model& m, const std::string& device, F&& fn) {
+  if (device == "cpu") return (void)fn(m);
+#ifdef LORALAB_HAVE_CUDA
+  using base = typename Model::linear_type::base_type;
+  if constexpr (cuda::runs_on_device<base>) {
+    auto twin = cuda::to_device(m);
+    m = Model();
+    fn(twin);
+  } else {
+    fail("--device cuda: a ", base::weight_type::label(), " base has no CUDA path; there: ", cuda::device_bases());
+  }
+#else
+  fail("--device cuda: ", cuda_unavailable());
+#endif
+}
 
 /// The run of `spec` on a LoRA-ready model whose base is already built (no adapter attached): the compile-time
 /// path, for programs that fix the base type themselves.
@@ -175,7 +201,7 @@ run_result train_one(const nn::model_file& file, const data::prepared_dataset& d
     auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
       return nn::make_linear_from_file<W>(file, name, d, n, k);  // a GGUF's own blocks when it stored them in S (q4_1)
     });
-    r = train_model(m, data, spec);
+    on_device(m, spec.device, [&](auto& model) { r = train_model(model, data, spec); });
   });
   return r;
 }

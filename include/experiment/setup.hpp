@@ -37,6 +37,7 @@ struct setup_options {
   // one run
   std::string scheme = "nf4-b64-dq", targets = "all-linear", optim = "adamw";
   int r = 8, replicas = 1;
+  std::string device = "cpu";  ///< --device (the command line's), copied by finish()
   double alpha = 16, dropout = 0.05, lr = 3e-3, epochs = 2;
   int max_steps = 0;
   // the experiment
@@ -71,12 +72,14 @@ struct setup_options {
         .option_switch("quick", quick, "a few steps on 32 records: the whole experiment in seconds (CI)")
         .option_switch("resume", resume, "reuse the runs OUT/cells holds (finished earlier, e.g. before a failure) and run only the others")
         .flag("output-dir", output_dir, "table, CSV, JSON, figure and report.md");
+    cli.allow_device();  // training runs on CUDA (run_spec::device)
     if (with_train_size) cli.flag("train-size", train_size, "training records per run: the first N of the shuffled train split (0: all)");
   }
 
   /// After cli.parse(): takes --seed, and --quick's sizes unless a flag was given explicitly.
   void finish(const command_line& cli) {
     seed = cli.seed;
+    device = cli.device;
     arguments_fingerprint = cli.arguments_fingerprint;
     if (!quick) return;
     if (!cli.given("train-size")) train_size = 32;
@@ -124,6 +127,7 @@ inline run_spec base_spec(const setup_options& o) {
   s.targets = lora::parse_targets(o.targets);
   s.train.lr = o.lr, s.train.optim = o.optim, s.train.epochs = o.epochs, s.train.max_steps = o.max_steps;
   s.train.seed = o.seed, s.train.replicas = o.replicas;
+  s.device = o.device;
   s.train.logging_steps = 1000000;  // no log lines: the run_result holds every step's loss
   s.validate();
   return s;

@@ -32,7 +32,8 @@ inline std::string spec_key(const run_spec& s) {
                      s.name(), s.describe(), s.lora.alpha, s.lora.dropout, s.lora.use_rslora,
                      s.lora.init == lora::lora_init::gaussian ? "gaussian" : "kaiming_uniform", t.lr, t.max_steps, t.epochs, t.grad_accum,
                      t.max_grad_norm, t.weight_decay, train::to_string(t.scheduler), t.warmup_steps,
-                     to_string(s.gradient_checkpointing));
+                     to_string(s.gradient_checkpointing)) +
+         (s.device == "cpu" ? "" : " | device " + s.device);  // a CPU cell keeps the key it had before --device
 }
 
 namespace detail {

@@ -21,6 +21,7 @@
 #include "lora/lora_config.hpp"
 #include "nn/linear.hpp"
 #include "nn/memory_report.hpp"
+#include "nn/storage.hpp"
 
 namespace loralab::lora {
 
@@ -151,9 +152,37 @@ struct lora_linear : Base {
     return "lora_linear<linear<" + Base::weight_type::label() + ">, " + rank_label(Rank) + ">";
   }
 
-  void forward(const nn::matrix<S>& x, nn::matrix<S>& y) const {
+  /// Where the activations live (nn/storage.hpp): host matrices, or a device's. On a device the base computes the
+  /// adapter's branch too (Base::adapter_forward / adapter_backward, the same formulas in kernels); `adapter`
+  /// stays here in host memory either way: what the optimizer, the checkpoints and PEFT's files see.
+  using matrix_type = typename nn::storage_of<Base>::matrix_type;
+  static constexpr bool on_device = nn::storage_of<Base>::on_device;
+
+  void forward(const matrix_type& x, matrix_type& y) const {
     Base::forward(x, y);
     if (!active()) return;
+    if constexpr (on_device) {
+      Base::adapter_forward(*adapter, x, y);
+    } else {
+      host_forward(x, y);
+    }
+  }
+
+  /// dx = dy W + dropout'(s · dy B A); dB += s dyᵀ h, dA += s (dy B)ᵀ dropout(x). Needs the forward of this x.
+  void backward(const matrix_type& x, const matrix_type& dy, matrix_type& dx) {
+    Base::backward(x, dy, dx);
+    if (!active()) return;
+    if constexpr (on_device) {
+      Base::adapter_backward(*adapter, x, dy, dx);
+    } else {
+      host_backward(x, dy, dx);
+    }
+  }
+
+  bool active() const { return adapter.has_value() && !merged; }
+
+ private:
+  void host_forward(const nn::matrix<S>& x, nn::matrix<S>& y) const {
     const auto& a = *adapter;
     const core::serial_blas_if_small small(double(x.rows()), double(a.A.rows()), double(std::max(x.cols(), y.cols())));
     if (dropping()) {
@@ -165,10 +194,7 @@ struct lora_linear : Base {
     y.noalias() += a.scaling * (h_ * a.B.transpose());  // s · (h Bᵀ): the scaling is the GEMM's alpha, no temporary
   }
 
-  /// dx = dy W + dropout'(s · dy B A); dB += s dyᵀ h, dA += s (dy B)ᵀ dropout(x). Needs the forward of this x.
-  void backward(const nn::matrix<S>& x, const nn::matrix<S>& dy, nn::matrix<S>& dx) {
-    Base::backward(x, dy, dx);
-    if (!active()) return;
+  void host_backward(const nn::matrix<S>& x, const nn::matrix<S>& dy, nn::matrix<S>& dx) {
     auto& a = *adapter;
     const core::serial_blas_if_small small(double(x.rows()), double(a.A.rows()), double(std::max(x.cols(), dy.cols())));
     dh_.noalias() = a.scaling * (dy * a.B);  // (M, r)
@@ -188,7 +214,7 @@ struct lora_linear : Base {
     }
   }
 
-  bool active() const { return adapter.has_value() && !merged; }
+ public:
 
   // ---- memory: the base's answers plus the adapter's -------------------------------------------------------------
   // The (M, K) dropout buffer holds the dropped input, then in backward the gradient through the mask. It is spent
@@ -216,7 +242,9 @@ struct lora_linear : Base {
   /// The shared buffers a step over M tokens uses: the base's tile, and the adapter's dropout buffer.
   nn::shared_sizes planned_shared(std::size_t M) const {
     nn::shared_sizes n = Base::planned_shared(M);
-    if (adapter) n.scratch = std::max(n.scratch, adapter->dropout_elements(M, std::size_t(this->in_features())));
+    // (on a device the backward keeps the dropped input and the gradient through the mask side by side: twice)
+    if (adapter)
+      n.scratch = std::max(n.scratch, (on_device ? 2 : 1) * adapter->dropout_elements(M, std::size_t(this->in_features())));
     return n;
   }
 

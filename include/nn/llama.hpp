@@ -3,6 +3,9 @@
 // The Llama decoder (Touvron et al. 2023) with forward and backward, over any linear layer type:
 //   llama_model<linear<dense_weight<float>>>         a float model (double for gradient checks)
 //   llama_model<linear<quant_weight<nf4<64>>>>       frozen 4-bit linears, float norms and embeddings (as bnb)
+//   llama_model<lora_linear<cuda::device_linear<…>>> the same model in GPU memory (include/cuda/): the linear type's
+//                                                    storage (nn/storage.hpp) gives the tensors' types, and the
+//                                                    unqualified operations below resolve to the device's
 //
 // Per block (x is the residual stream, (B·T, C)):
 //   x1 = x  + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),   n1 = rms_norm(x)
@@ -26,23 +29,24 @@
 #include "nn/memory_report.hpp"
 #include "nn/rms_norm.hpp"
 #include "nn/rotary.hpp"
+#include "nn/storage.hpp"
 #include "nn/swiglu.hpp"
 #include "nn/tensor.hpp"
 
 namespace loralab::nn {
 
-/// A norm gain with an optional gradient (allocated only when trainable).
-template <class S>
+/// A norm gain with an optional gradient (allocated only when trainable), in host or device memory.
+template <class S, class Vec = vector<S>>
 struct norm_weight {
-  vector<S> g, grad;
+  Vec g, grad;
   bool trainable() const { return grad.size() != 0; }
-  void set_trainable(bool on) { grad = on ? vector<S>::Zero(g.size()) : vector<S>(); }
+  void set_trainable(bool on) { grad = on ? Vec::Zero(g.size()) : Vec(); }
 };
 
 template <class Linear>
 struct decoder_block {
   using S = typename Linear::scalar;
-  norm_weight<S> input_layernorm, post_attention_layernorm;
+  norm_weight<S, typename storage_of<Linear>::vector_type> input_layernorm, post_attention_layernorm;
   Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
 
   /// Visits the seven linear layers with their HF names relative to the block.
@@ -60,14 +64,14 @@ struct decoder_block {
   }
 };
 
-/// What one block's forward keeps for its backward.
-template <class S>
+/// What one block's forward keeps for its backward (Mat, Vec: the storage's matrix and vector types).
+template <class S, class Mat = matrix<S>, class Vec = vector<S>>
 struct block_activations {
-  matrix<S> x;                   // block input (B·T, C): kept even with checkpointing
-  matrix<S> n1, q, k, v, probs;  // n1 (B·T, C), q (B·T, C), k, v (B·T, Hkv·D), probs (B·H·T, T)
-  matrix<S> att, x1, n2;         // (B·T, C)
-  matrix<S> gate, up, h;         // (B·T, F)
-  vector<S> rstd1, rstd2;        // (B·T)
+  Mat x;                         // block input (B·T, C): kept even with checkpointing
+  Mat n1, q, k, v, probs;        // n1 (B·T, C), q (B·T, C), k, v (B·T, Hkv·D), probs (B·H·T, T)
+  Mat att, x1, n2;               // (B·T, C)
+  Mat gate, up, h;               // (B·T, F)
+  Vec rstd1, rstd2;              // (B·T)
 
   std::size_t bytes() const {
     return bytes_of(x) + bytes_of(n1) + bytes_of(q) + bytes_of(k) + bytes_of(v) + bytes_of(probs) + bytes_of(att) +
@@ -80,13 +84,17 @@ class llama_model {
  public:
   using linear_type = Linear;
   using S = typename Linear::scalar;
+  /// Where the tensors live and which functions compute on them (nn/storage.hpp): the host, or a device.
+  using storage = storage_of<Linear>;
+  using matrix_type = typename storage::matrix_type;
+  using vector_type = typename storage::vector_type;
 
   llama_config config;
-  matrix<S> embed;               // (V, C) model.embed_tokens.weight
-  matrix<S> embed_grad;          // (V, C) when trainable
+  matrix_type embed;             // (V, C) model.embed_tokens.weight
+  matrix_type embed_grad;        // (V, C) when trainable
   std::vector<decoder_block<Linear>> layers;
-  norm_weight<S> final_norm;     // model.norm.weight
-  linear<dense_weight<S>> lm_head;  // (V, C) only when untied
+  norm_weight<S, vector_type> final_norm;  // model.norm.weight
+  typename storage::head_type lm_head;     // (V, C) only when untied
   bool gradient_checkpointing = false;
 
   /// Builds a model from a validated file; make_linear(name, data, N, K) creates each of the 7·L linears.
@@ -129,7 +137,7 @@ class llama_model {
 
   /// Rotary tables and the buffers every layer shares (call after changing config or layers).
   void init_runtime() {
-    rope_ = rotary_table<S>(config.head_dim(), config.max_seq_len, config.rope_theta);
+    rope_ = typename storage::rotary_type(config.head_dim(), config.max_seq_len, config.rope_theta);
     for (auto& b : layers) b.for_each_linear([&](const std::string&, Linear& lin) { lin.share(*shared_); });
     lm_head.share(*shared_);
   }
@@ -169,7 +177,7 @@ class llama_model {
 
   /// Makes every parameter trainable (gradient checks, full fine-tuning) or frozen. Quantized linears stay frozen.
   void set_all_trainable(bool on) {
-    embed_grad = on ? matrix<S>::Zero(embed.rows(), embed.cols()) : matrix<S>();
+    embed_grad = on ? matrix_type::Zero(embed.rows(), embed.cols()) : matrix_type();
     for (auto& b : layers) {
       b.input_layernorm.set_trainable(on), b.post_attention_layernorm.set_trainable(on);
       if constexpr (std::same_as<typename Linear::weight_type, dense_weight<S>>)  // quantized linears stay frozen
@@ -182,7 +190,7 @@ class llama_model {
   // ---- forward / backward -------------------------------------------------------------------------------------
 
   /// Runs B sequences of T tokens (row-major (B, T) ids) and returns logits (B·T, V).
-  const matrix<S>& forward(const std::vector<int>& tokens, int B, int T) {
+  const matrix_type& forward(const std::vector<int>& tokens, int B, int T) {
     check_batch(tokens, B, T);
     B_ = B, T_ = T;
     tokens_ = tokens;
@@ -190,9 +198,9 @@ class llama_model {
     for (int b = 0; b < B; ++b)
       for (int t = 0; t < T; ++t) pos_[std::size_t(b) * T + t] = t;
     acts_.resize(layers.size());
-    matrix<S> x(Eigen::Index(B) * T, config.dim);
-    for (Eigen::Index r = 0; r < x.rows(); ++r) x.row(r) = embed.row(tokens[std::size_t(r)]);
-    if (!gradient_checkpointing) scratch_ = block_activations<S>();
+    matrix_type x;
+    embedding_forward(embed, tokens, x);
+    if (!gradient_checkpointing) scratch_ = activations();
     for (std::size_t l = 0; l < layers.size(); ++l) {
       if (gradient_checkpointing) {  // keep the input only; compute in the shared scratch
         drop_intermediates(acts_[l]);
@@ -211,7 +219,7 @@ class llama_model {
       if constexpr (bf16_head) {  // the frozen base's products in bf16: the tied head is one of them
         head_bf16(xf_, logits_, /*embed_transposed=*/true);
       } else {
-        logits_.noalias() = xf_ * embed.transpose();
+        tied_head_forward(xf_, embed, logits_);
       }
     } else {
       lm_head.forward(xf_, logits_);
@@ -233,17 +241,17 @@ class llama_model {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       if constexpr (bf16_head) {
         head_bf16(ws_.dlogits, ws_.dxf, /*embed_transposed=*/false);
+        if (embed_grad.size()) embed_grad.noalias() += ws_.dlogits.transpose() * xf_;
       } else {
-        ws_.dxf.noalias() = ws_.dlogits * embed;
+        tied_head_backward(xf_, ws_.dlogits, embed, ws_.dxf, embed_grad);
       }
-      if (embed_grad.size()) embed_grad.noalias() += ws_.dlogits.transpose() * xf_;
     } else {
       lm_head.backward(xf_, ws_.dlogits, ws_.dxf);
     }
     rms_norm_backward(x_last_, final_norm.g, rstdf_, ws_.dxf, ws_.dx, final_norm.trainable() ? &final_norm.grad : nullptr);
     for (std::size_t l = layers.size(); l-- > 0;) {
       auto& blk = layers[l];
-      block_activations<S>* a = &acts_[l];
+      activations* a = &acts_[l];
       if (gradient_checkpointing) {  // recompute this block's intermediates from its kept input
         scratch_.x = acts_[l].x;
         block_forward(blk, scratch_, ws_.tmp, /*output=*/false);
@@ -254,10 +262,10 @@ class llama_model {
       swiglu_backward(a->gate, a->up, ws_.dh, ws_.dgate, ws_.dup);
       blk.gate_proj.backward(a->n2, ws_.dgate, ws_.dn);
       blk.up_proj.backward(a->n2, ws_.dup, ws_.tmp);
-      ws_.dn += ws_.tmp;
+      add_into(ws_.dn, ws_.tmp);
       rms_norm_backward(a->x1, blk.post_attention_layernorm.g, a->rstd2, ws_.dn, ws_.tmp,
                         blk.post_attention_layernorm.trainable() ? &blk.post_attention_layernorm.grad : nullptr);
-      ws_.dx += ws_.tmp;  // residual: dL/dx1
+      add_into(ws_.dx, ws_.tmp);  // residual: dL/dx1
       // attention: x1 = x + o_proj(att)
       blk.o_proj.backward(a->att, ws_.dx, ws_.datt);
       attention_backward(shape(), a->q, a->k, a->v, a->probs, ws_.datt, ws_.dq, ws_.dk, ws_.dv);
@@ -265,15 +273,14 @@ class llama_model {
       apply_rotary(ws_.dk, config.n_kv_heads, rope_, pos_, /*inverse=*/true);
       blk.q_proj.backward(a->n1, ws_.dq, ws_.dn);
       blk.k_proj.backward(a->n1, ws_.dk, ws_.tmp);
-      ws_.dn += ws_.tmp;
+      add_into(ws_.dn, ws_.tmp);
       blk.v_proj.backward(a->n1, ws_.dv, ws_.tmp);
-      ws_.dn += ws_.tmp;
+      add_into(ws_.dn, ws_.tmp);
       rms_norm_backward(a->x, blk.input_layernorm.g, a->rstd1, ws_.dn, ws_.tmp,
                         blk.input_layernorm.trainable() ? &blk.input_layernorm.grad : nullptr);
-      ws_.dx += ws_.tmp;  // residual: dL/dx
+      add_into(ws_.dx, ws_.tmp);  // residual: dL/dx
     }
-    if (embed_grad.size())
-      for (Eigen::Index r = 0; r < ws_.dx.rows(); ++r) embed_grad.row(tokens_[std::size_t(r)]) += ws_.dx.row(r);
+    if (embed_grad.size()) embedding_backward(ws_.dx, tokens_, embed_grad);
   }
 
   /// Zeroes every gradient buffer.
@@ -332,17 +339,18 @@ class llama_model {
     return m;
   }
 
-  const rotary_table<S>& rope() const { return rope_; }
+  const typename storage::rotary_type& rope() const { return rope_; }
   /// The last forward's LM-head input rms_norm(x) (B·T, C); the last backward's dL/dlogits (B·T, V) and dL/d(head input).
-  const matrix<S>& final_hidden() const { return xf_; }
-  const matrix<S>& logits_grad() const { return ws_.dlogits; }
-  const matrix<S>& head_input_grad() const { return ws_.dxf; }
+  const matrix_type& final_hidden() const { return xf_; }
+  const matrix_type& logits_grad() const { return ws_.dlogits; }
+  const matrix_type& head_input_grad() const { return ws_.dxf; }
   /// The buffers the layers share (dequantization tile, per-call scratch).
-  const shared_workspace<S>& shared_buffers() const { return *shared_; }
+  const typename storage::shared_type& shared_buffers() const { return *shared_; }
 
  private:
+  using activations = block_activations<S, matrix_type, vector_type>;
   struct workspace {
-    matrix<S> dlogits, dxf, dx, dn, tmp, datt, dq, dk, dv, dh, dgate, dup;
+    matrix_type dlogits, dxf, dx, dn, tmp, datt, dq, dk, dv, dh, dgate, dup;
     std::size_t bytes() const {
       return bytes_of(dlogits) + bytes_of(dxf) + bytes_of(dx) + bytes_of(dn) + bytes_of(tmp) + bytes_of(datt) +
              bytes_of(dq) + bytes_of(dk) + bytes_of(dv) + bytes_of(dh) + bytes_of(dgate) + bytes_of(dup);
@@ -386,7 +394,7 @@ class llama_model {
 
   /// The block's intermediates into `a` and its output into `out`; a recompute for backward (output = false) stops
   /// at down_proj's input: backward needs h, not the block's output (one linear of seven per block saved).
-  void block_forward(const decoder_block<Linear>& blk, block_activations<S>& a, matrix<S>& out, bool output = true) {
+  void block_forward(const decoder_block<Linear>& blk, activations& a, matrix_type& out, bool output = true) {
     const S eps = S(config.rms_norm_eps);
     rms_norm_forward(a.x, blk.input_layernorm.g, eps, a.n1, a.rstd1);
     blk.q_proj.forward(a.n1, a.q), blk.k_proj.forward(a.n1, a.k), blk.v_proj.forward(a.n1, a.v);
@@ -394,33 +402,33 @@ class llama_model {
     apply_rotary(a.k, config.n_kv_heads, rope_, pos_);
     attention_forward(shape(), a.q, a.k, a.v, a.probs, a.att);
     blk.o_proj.forward(a.att, a.x1);
-    a.x1 += a.x;
+    add_into(a.x1, a.x);
     rms_norm_forward(a.x1, blk.post_attention_layernorm.g, eps, a.n2, a.rstd2);
     blk.gate_proj.forward(a.n2, a.gate), blk.up_proj.forward(a.n2, a.up);
     swiglu_forward(a.gate, a.up, a.h);
     if (!output) return;
     blk.down_proj.forward(a.h, out);
-    out += a.x1;
+    add_into(out, a.x1);
   }
 
-  static void drop_intermediates(block_activations<S>& a) {
-    for (matrix<S>* m : {&a.n1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.x1, &a.n2, &a.gate, &a.up, &a.h}) *m = matrix<S>();
-    a.rstd1 = vector<S>(), a.rstd2 = vector<S>();
+  static void drop_intermediates(activations& a) {
+    for (matrix_type* m : {&a.n1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.x1, &a.n2, &a.gate, &a.up, &a.h}) *m = matrix_type();
+    a.rstd1 = vector_type(), a.rstd2 = vector_type();
   }
 
-  static void lin_set_trainable(linear<dense_weight<S>>& l, bool on) { l.weight.set_trainable(on); }
+  static void lin_set_trainable(typename storage::head_type& l, bool on) { l.weight.set_trainable(on); }
 
-  rotary_table<S> rope_;
+  typename storage::rotary_type rope_;
   int B_ = 0, T_ = 0;
   std::vector<int> tokens_, pos_;
-  std::vector<block_activations<S>> acts_;
-  block_activations<S> scratch_;
-  matrix<S> xf_, x_last_, logits_;
-  vector<S> rstdf_;
+  std::vector<activations> acts_;
+  activations scratch_;
+  matrix_type xf_, x_last_, logits_;
+  vector_type rstdf_;
   workspace ws_;
   // On the heap, so that the linears' pointers to it survive a move of the model (and a copy, which would
   // share it across models, does not compile).
-  std::unique_ptr<shared_workspace<S>> shared_ = std::make_unique<shared_workspace<S>>();
+  std::unique_ptr<typename storage::shared_type> shared_ = std::make_unique<typename storage::shared_type>();
 };
 
 // ---- construction helpers ----------------------------------------------------------------------------------------

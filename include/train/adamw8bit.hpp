@@ -23,38 +23,9 @@
 #include "quant/codebooks.hpp"
 #include "quant/codec.hpp"
 #include "train/adamw.hpp"
+#include "train/adamw8bit_element.hpp"
 
 namespace loralab::train {
-
-namespace detail {
-
-/// bnb's quantize_2D<SIGNED> (kernels.cu), the 8-bit optimizers' requantizer: dynamic8_encode's 7-step search,
-/// but starting from lower = SIGNED ? -1 : 0 with no end-point fix-up. (Its first step reads a 3-entry cache of
-/// code[63], code[127], code[191]: the same entries code[pivot] gives.) For bnb's maps it returns the same
-/// index as dynamic8_encode for every x, because code[255] == 1.0 (the initial `upper`), and when the search
-/// never moves up the result is index 0 whatever `lower` is; the tests check that on every midpoint.
-template <bool Signed>
-inline std::uint8_t quantize_2d(const float* code, float x) {
-  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-  float lower = Signed ? -1.0f : 0.0f, upper = 1.0f;
-  float val = code[pivot];
-  for (int i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lower_pivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upper_pivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
-    val = code[pivot];
-  }
-  if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
-  return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
-}
-
-}  // namespace detail
 
 /// bitsandbytes AdamW8bit (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"), the semantics of
 /// CUDA kOptimizerStatic8bit2StateBlockwise<float, ADAM, 256, 1> (spec bitsandbytes §9). Per block of 256:
@@ -63,7 +34,8 @@ inline std::uint8_t quantize_2d(const float* code, float x) {
 ///   c1 = quantize_2D<signed>(s1/absmax1) with the sign fix-up;  c2 = quantize_2D<unsigned>(s2/absmax2)
 /// with c1 = 1 − β1^t, c2 = √(1 − β2^t), step_size = −lr·c2/c1. Weight decay comes AFTER the step (bnb's order,
 /// unlike torch). Parameters with fewer than min_8bit_size elements keep 32-bit state and follow
-/// kOptimizer32bit2State's formulas. Fresh state is all-zero bytes and absmax 0, as bnb allocates it.
+/// kOptimizer32bit2State's formulas. Fresh state is all-zero bytes and absmax 0, as bnb allocates it. The per-element
+/// math is train/adamw8bit_element.hpp's, which the CUDA kernel (kernels/train_step.cu) runs too.
 ///
 /// Two kernel details reproduced on purpose: (1) CUDA fast math flushes subnormal results; the state values s1,
 /// s2 are flushed (quant::ftz), so the absmax and the codes see what the kernel sees. (2) The block max runs
@@ -115,7 +87,7 @@ class adamw8bit final : public optimizer {
     });
     ++step_;
     // bnb passes lr, betas, eps, weight_decay as C floats and step as an int.
-    const kernel_args a = make_args(lr, step_);
+    const adamw8bit_constants a = constants(lr, step_);
     for (std::size_t k = 0; k < params.size(); ++k) {
       const param_ref& p = params[k];
       slot& s = table_.slots[k];
@@ -199,79 +171,54 @@ class adamw8bit final : public optimizer {
     table_.load(std::move(loaded), ps.step > 0 || !ps.params.empty());
     step_ = ps.step;
   }
+  /// The scalars of step t at learning rate lr, as bnb computes them for its kernel (CUDA: __powf and __fdividef in the
+  /// 8-bit kernel; the host's powf and division give the same floats for these inputs, checked against bnb).
+  adamw8bit_constants constants(double lr, std::int64_t t) const {
+    adamw8bit_constants a{};
+    a.lr = float(lr), a.beta1 = float(cfg_.beta1), a.beta2 = float(cfg_.beta2), a.eps = float(cfg_.eps);
+    a.correction1 = 1.0f - std::pow(a.beta1, float(t));
+    a.correction2 = std::sqrt(1.0f - std::pow(a.beta2, float(t)));
+    a.step_size = (-a.lr * a.correction2) / a.correction1;
+    return a;
+  }
+  /// The steps taken so far (t of the last step).
+  std::int64_t steps_taken() const { return step_; }
+
   std::string describe() const override {
     std::ostringstream os;
     os << "adamw8bit{" << cfg_ << " block_size=" << block_size << " min_8bit_size=" << min_8bit_size << "}";
     return os.str();
   }
 
- private:
-  struct kernel_args {
-    float lr, beta1, beta2, eps;
-    float correction1, correction2, step_size;
-  };
-  kernel_args make_args(double lr, std::int64_t t) const {
-    kernel_args a{};
-    a.lr = float(lr), a.beta1 = float(cfg_.beta1), a.beta2 = float(cfg_.beta2), a.eps = float(cfg_.eps);
-    a.correction1 = 1.0f - std::pow(a.beta1, float(t));              // CUDA: __powf (8-bit), powf (32-bit)
-    a.correction2 = std::sqrt(1.0f - std::pow(a.beta2, float(t)));
-    a.step_size = (-a.lr * a.correction2) / a.correction1;            // CUDA 8-bit: __fdividef
-    return a;
-  }
 
-  /// One 256-element block of one 8-bit parameter, as one CUDA thread block runs it.
-  static void update_block(const kernel_args& a, float wd, const param_ref& p, slot& st, std::size_t b) {
+ private:
+  /// One 256-element block of one 8-bit parameter, as one CUDA thread block runs it (kernels/train_step.cu).
+  static void update_block(const adamw8bit_constants& a, float wd, const param_ref& p, slot& st, std::size_t b) {
     const std::size_t lo = b * block_size, hi = std::min(p.size, lo + block_size);
     const float am1 = st.absmax1[b], am2 = st.absmax2[b];
     std::array<float, block_size> s1{}, s2{};
     float new_am1 = quant::absmax_init, new_am2 = quant::absmax_init;
     for (std::size_t i = lo; i < hi; ++i) {
-      const float g = p.grad[i];
-      float x1 = 0.0f, x2 = 0.0f;
-      if (std::isfinite(g)) {
-        x2 = qmap2[st.state2[i]] * am2;
-        x2 = (x2 * a.beta2) + (((1.0f - a.beta2) * g) * g);
-        x1 = qmap1[st.state1[i]] * am1;
-        x1 = (x1 * a.beta1) + ((1.0f - a.beta1) * g);
-      }
-      s1[i - lo] = quant::ftz(x1), s2[i - lo] = quant::ftz(x2);
+      adamw8bit_moments(a, p.grad[i], qmap1[st.state1[i]], am1, qmap2[st.state2[i]], am2, s1[i - lo], s2[i - lo]);
       new_am1 = quant::absmax_step(new_am1, s1[i - lo]);
       new_am2 = quant::absmax_step(new_am2, s2[i - lo]);
     }
     if (hi - lo < block_size) {  // padding lanes: code 128 / code 0 and g = 0 (s2 = 0·… = 0)
-      new_am1 = quant::absmax_step(new_am1, quant::ftz((qmap1[pad_code1] * am1) * a.beta1 + (1.0f - a.beta1) * 0.0f));
+      new_am1 = quant::absmax_step(new_am1, adamw8bit_pad_moment1(a, qmap1[pad_code1], am1));
       new_am2 = quant::absmax_step(new_am2, 0.0f);
     }
     st.absmax1[b] = new_am1, st.absmax2[b] = new_am2;
     for (std::size_t i = lo; i < hi; ++i) {
       if (!std::isfinite(p.grad[i])) continue;  // the kernel leaves p alone (its state becomes 0)
-      const float x1 = s1[i - lo], x2 = s2[i - lo];
-      float v = p.value[i] + a.step_size * (x1 / (std::sqrt(x2) + a.correction2 * a.eps));
-      if (wd > 0.0f) v = v * (1.0f - a.lr * wd);
-      p.value[i] = v;
+      p.value[i] = adamw8bit_param(a, wd, p.value[i], s1[i - lo], s2[i - lo]);
     }
-    for (std::size_t i = lo; i < hi; ++i) {
-      const float x1 = s1[i - lo], x2 = s2[i - lo];
-      std::uint8_t c1 = detail::quantize_2d<true>(qmap1.data(), x1 / new_am1);
-      // the sign fix-up: m keeps its sign through quantization (index 0 - 1 wraps to 255, as the CUDA uint8 does)
-      if (std::signbit(qmap1[c1]) != std::signbit(x1)) c1 = std::uint8_t(x1 > 0.0f ? c1 + 1 : c1 - 1);
-      st.state1[i] = c1;
-      st.state2[i] = detail::quantize_2d<false>(qmap2.data(), x2 / new_am2);
-    }
+    for (std::size_t i = lo; i < hi; ++i)
+      adamw8bit_codes(qmap1.data(), qmap2.data(), s1[i - lo], s2[i - lo], new_am1, new_am2, st.state1[i], st.state2[i]);
   }
 
   /// kOptimizer32bit2State<float, ADAM> (update_scale 1, skip_zeros false): non-finite g propagates.
-  static void update_32bit(const kernel_args& a, float wd, const param_ref& p, slot& st) {
-    float* s1 = st.state1_f32.data();
-    float* s2 = st.state2_f32.data();
-    for (std::size_t i = 0; i < p.size; ++i) {
-      const float g = p.grad[i];
-      s1[i] = s1[i] * a.beta1 + ((1.0f - a.beta1) * g);
-      s2[i] = s2[i] * a.beta2 + ((1.0f - a.beta2) * (g * g));
-      float v = p.value[i] + (a.step_size * (s1[i] / (std::sqrt(s2[i]) + (a.eps * a.correction2))));
-      if (wd > 0.0f) v = v * (1.0f - (a.lr * wd));
-      p.value[i] = v;
-    }
+  static void update_32bit(const adamw8bit_constants& a, float wd, const param_ref& p, slot& st) {
+    for (std::size_t i = 0; i < p.size; ++i) adamw8bit_32bit_element(a, wd, p.grad[i], p.value[i], st.state1_f32[i], st.state2_f32[i]);
   }
 
   adam_config cfg_;

@@ -229,6 +229,9 @@ class trainer {
                            " micro-batch(es) per optimizer step, shared by ", g_.size(), " ranks: every rank needs one; use "
                            "--grad-accum ", g_.size(), " or a multiple of it (the step's batch is the same whatever the rank count)");
     LORALAB_CHECK(data_.train.size() > 0, "the training set is empty");
+    if constexpr (nn::storage_of<typename Model::linear_type>::on_device)  // one model per device; its products fill it
+      LORALAB_CHECK(o_.replicas == 1, "--replicas ", o_.replicas, " with --device cuda: replicas split a batch among CPU threads; "
+                    "on a GPU the batch runs as one (use --replicas 1)");
     const long long per_epoch = (data_.train.num_batches() + o_.grad_accum - 1) / o_.grad_accum;
     total_ = o_.max_steps > 0 ? o_.max_steps : int(std::ceil(o_.epochs * double(per_epoch)));
     sched_ = lr_schedule{o_.scheduler, o_.lr, o_.warmup_steps, total_};

@@ -27,6 +27,7 @@
 #include "quant_4bit.cuh"
 #include "quant_8bit.cuh"
 #include "train/adamw.hpp"
+#include "train/adamw8bit.hpp"
 #include "train_step.cuh"
 #include "test_support.hpp"
 
@@ -103,9 +104,10 @@ std::vector<float> normal_values(std::size_t n, std::uint64_t salt, float sd) {
   for (auto& v : x) v = normal(g);
   return x;
 }
-std::vector<float> to_host(const device_buffer<float>& d, std::size_t n) {
-  std::vector<float> h(n);
-  cudaMemcpy(h.data(), d.p, n * 4, cudaMemcpyDeviceToHost);
+template <class T>
+std::vector<T> to_host(const device_buffer<T>& d, std::size_t n) {
+  std::vector<T> h(n);
+  cudaMemcpy(h.data(), d.p, n * sizeof(T), cudaMemcpyDeviceToHost);
   return h;
 }
 }  // namespace
@@ -161,6 +163,47 @@ BOOST_AUTO_TEST_CASE(adamw_step_is_the_cpu_optimizer) {
   BOOST_TEST(std::memcmp(to_host(dp, n).data(), cpu_p.data(), n * 4) == 0, "parameters after 2 steps");
   BOOST_TEST(std::memcmp(to_host(dm, n).data(), opt.state_of("w").exp_avg.data(), n * 4) == 0, "exp_avg");
   BOOST_TEST(std::memcmp(to_host(dv, n).data(), opt.state_of("w").exp_avg_sq.data(), n * 4) == 0, "exp_avg_sq");
+}
+
+// bnb's 8-bit AdamW on the device against train::adamw8bit: a parameter of 8-bit state with a partial last block and
+// non-finite gradients in it, and a small one of 32-bit state; three steps, every state byte, absmax and parameter
+// bit for bit.
+BOOST_AUTO_TEST_CASE(adamw8bit_step_is_the_cpu_optimizer) {
+  namespace tr = loralab::train;
+  const std::size_t n = 3 * 4096 + 77, small = 1000;
+  std::vector<float> cpu_p = normal_values(n, 41, 0.02f), cpu_q = normal_values(small, 42, 0.02f), cpu_g, cpu_h;
+  tr::adam_config cfg;
+  cfg.weight_decay = 0.01;
+  tr::adamw8bit opt(cfg);
+  device_buffer<float> dp(n), dg(n), da1(tr::adamw8bit::blocks(n)), da2(tr::adamw8bit::blocks(n)), dq(small), dh(small), dt1(small),
+      dt2(small), dmap1(256), dmap2(256);
+  device_buffer<std::uint8_t> ds1(n), ds2(n);
+  cudaMemcpy(dp.p, cpu_p.data(), n * 4, cudaMemcpyHostToDevice), cudaMemcpy(dq.p, cpu_q.data(), small * 4, cudaMemcpyHostToDevice);
+  cudaMemset(ds1.p, 0, n), cudaMemset(ds2.p, 0, n), cudaMemset(da1.p, 0, tr::adamw8bit::blocks(n) * 4);
+  cudaMemset(da2.p, 0, tr::adamw8bit::blocks(n) * 4), cudaMemset(dt1.p, 0, small * 4), cudaMemset(dt2.p, 0, small * 4);
+  cudaMemcpy(dmap1.p, tr::adamw8bit::qmap1.data(), 256 * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dmap2.p, tr::adamw8bit::qmap2.data(), 256 * 4, cudaMemcpyHostToDevice);
+  const double lr = 1e-3;
+  for (int t = 1; t <= 3; ++t) {
+    cpu_g = normal_values(n, 50 + t, 1e-3f), cpu_h = normal_values(small, 60 + t, 1e-3f);
+    if (t == 2) cpu_g[5] = NAN, cpu_g[n - 3] = INFINITY;  // the kernel zeroes their state and leaves p alone
+    const tr::param_ref refs[] = {{"w", cpu_p.data(), cpu_g.data(), n, true}, {"s", cpu_q.data(), cpu_h.data(), small, true}};
+    cudaMemcpy(dg.p, cpu_g.data(), n * 4, cudaMemcpyHostToDevice), cudaMemcpy(dh.p, cpu_h.data(), small * 4, cudaMemcpyHostToDevice);
+    opt.step(refs, lr);
+    const tr::adamw8bit_constants a = opt.constants(lr, opt.steps_taken());
+    BOOST_TEST_REQUIRE(loralab::cuda::adamw8bit_step(dp.p, dg.p, ds1.p, ds2.p, da1.p, da2.p, n, dmap1.p, dmap2.p, a, float(cfg.weight_decay)) ==
+                       cudaSuccess);
+    BOOST_TEST_REQUIRE(loralab::cuda::adamw8bit_step_32bit(dq.p, dt1.p, dt2.p, dh.p, small, a, float(cfg.weight_decay)) == cudaSuccess);
+  }
+  BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const auto& s = opt.state_of("w");
+  BOOST_TEST(std::memcmp(to_host(dp, n).data(), cpu_p.data(), n * 4) == 0, "parameters after 3 steps");
+  BOOST_TEST(to_host(ds1, n) == s.state1, "state1 codes");
+  BOOST_TEST(to_host(ds2, n) == s.state2, "state2 codes");
+  BOOST_TEST(std::memcmp(to_host(da1, s.absmax1.size()).data(), s.absmax1.data(), s.absmax1.size() * 4) == 0, "absmax1");
+  BOOST_TEST(std::memcmp(to_host(da2, s.absmax2.size()).data(), s.absmax2.data(), s.absmax2.size() * 4) == 0, "absmax2");
+  BOOST_TEST(std::memcmp(to_host(dq, small).data(), cpu_q.data(), small * 4) == 0, "32-bit state parameter");
+  BOOST_TEST(std::memcmp(to_host(dt1, small).data(), opt.state_of("s").state1_f32.data(), small * 4) == 0, "32-bit state1");
 }
 
 BOOST_AUTO_TEST_CASE(sum_of_squares_within_double_rounding) {

@@ -406,8 +406,8 @@ BOOST_AUTO_TEST_CASE(quantize_2d_equals_dynamic8_encode_on_all_midpoints) {
       BOOST_TEST_REQUIRE(int(quantize_2d(code.data(), mid)) == nearest_by_midpoints(code, mid), "midpoint " << i);
     }
   };
-  check_map(cb::dynamic_signed, ll::detail::quantize_2d<true>);
-  check_map(cb::dynamic_unsigned, ll::detail::quantize_2d<false>);
+  check_map(cb::dynamic_signed, ll::quantize_2d<true>);
+  check_map(cb::dynamic_unsigned, ll::quantize_2d<false>);
 }
 
 BOOST_AUTO_TEST_CASE(adamw8bit_state_equals_blockwise_reference) {
