@@ -6,10 +6,6 @@
 // device; either missing is a usage error that says which and what to do.
 #include <string>
 
-#include <fmt/core.h>
-
-#include "core/check.hpp"
-
 #ifdef LORALAB_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -44,13 +40,5 @@ inline void select_cuda_device([[maybe_unused]] int rank) {
   if (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) (void)cudaSetDevice(rank % n);
 #endif
 }
-
-/// Whether this program was built with the CUDA path (it links loralab::cuda).
-inline constexpr bool built_with_cuda =
-#ifdef LORALAB_HAVE_CUDA
-    true;
-#else
-    false;
-#endif
 
 }  // namespace loralab::experiment
