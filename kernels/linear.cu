@@ -2,17 +2,13 @@
 #include "linear.cuh"
 
 #include "lora/dropout_mask.hpp"
+#include "tiles.cuh"
 #include "train_step.cuh"
 
 namespace loralab::cuda {
 namespace {
 
 cudaError_t status(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown; }
-
-/// Every tile starts on a quantization block (the blocks run over the flattened weight), or there is one tile.
-bool tiles_fit(const weight_4bit& w, int tile_rows) {
-  return tile_rows > 0 && (tile_rows >= w.N || (std::size_t(tile_rows) * std::size_t(w.K)) % std::size_t(w.block) == 0);
-}
 
 cudaError_t dropped(const float* x, std::size_t n, const dropout_mask& d, float* xd, cudaStream_t stream) {
   return lora_dropout(x, xd, n, d.seed, lora::drop_threshold(d.p), float(1.0 / (1.0 - d.p)), d.first, false, stream);
@@ -26,18 +22,12 @@ cudaError_t gemm_rm(cublasHandle_t h, bool ta, bool tb, int m, int n, int k, flo
   return status(cublasSgemm(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
-/// Dequantizes W in tiles of tile_rows rows into `tile` and calls f(tile, n0, nt) after each: the loop both
-/// directions of the frozen linear share.
+/// The float32 tile loop: dequantize_4bit into `tile`, then f(n0, nt).
 template <class F>
 cudaError_t for_each_tile(const weight_4bit& w, float* tile, int tile_rows, cudaStream_t stream, F&& f) {
-  if (!tiles_fit(w, tile_rows)) return cudaErrorInvalidValue;
-  for (int n0 = 0; n0 < w.N; n0 += tile_rows) {
-    const int nt = tile_rows < w.N - n0 ? tile_rows : w.N - n0;
-    const std::size_t first = std::size_t(n0) * w.K;
-    cudaError_t e = dequantize_4bit(w.type, w.block, w.codes + first / 2, w.absmax + first / w.block, std::size_t(nt) * w.K, tile, stream);
-    if (e != cudaSuccess || (e = f(n0, nt)) != cudaSuccess) return e;
-  }
-  return cudaGetLastError();
+  return detail::for_each_tile(w, tile, tile_rows, [&](const std::uint8_t* codes, const float* absmax, std::size_t n, float* out) {
+    return dequantize_4bit(w.type, w.block, codes, absmax, n, out, stream);
+  }, f);
 }
 
 cudaError_t frozen_linear_forward(cublasHandle_t h, const weight_4bit& w, const float* x, int M, float* y, float* tile, int tile_rows,

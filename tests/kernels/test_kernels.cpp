@@ -29,17 +29,12 @@
 #include "train/adamw.hpp"
 #include "train/adamw8bit.hpp"
 #include "train_step.cuh"
+#include "kernel_test_support.hpp"
 #include "test_support.hpp"
 
-namespace {
-boost::test_tools::assertion_result has_device(boost::unit_test::test_unit_id) {
-  std::string why;
-  if (loralab::cuda::device_available(&why)) return true;
-  boost::test_tools::assertion_result r(false);
-  r.message() << "no CUDA device (" << why << ")";
-  return r;
-}
+using namespace loralab::kernel_testing;
 
+namespace {
 /// Says once, on stdout, why the suite does not run here.
 struct announce_skip {
   announce_skip() {
@@ -49,13 +44,6 @@ struct announce_skip {
   }
 };
 BOOST_TEST_GLOBAL_FIXTURE(announce_skip);
-
-template <class T>
-struct device_buffer {
-  T* p = nullptr;
-  explicit device_buffer(std::size_t n) { BOOST_TEST_REQUIRE(cudaMalloc(&p, n * sizeof(T) + 1) == cudaSuccess); }
-  ~device_buffer() { cudaFree(p); }
-};
 
 template <class S>
 void check_against_reference(loralab::cuda::code4 type, std::size_t n) {
@@ -97,13 +85,6 @@ BOOST_AUTO_TEST_CASE(fp4_matches_cpu_reference) {
 BOOST_AUTO_TEST_SUITE_END()
 
 namespace {
-std::vector<float> normal_values(std::size_t n, std::uint64_t salt, float sd) {
-  auto g = loralab::testing::rng(salt);
-  std::normal_distribution<float> normal(0.0f, sd);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(g);
-  return x;
-}
 template <class T>
 std::vector<T> to_host(const device_buffer<T>& d, std::size_t n) {
   std::vector<T> h(n);
@@ -224,22 +205,6 @@ BOOST_AUTO_TEST_CASE(sum_of_squares_within_double_rounding) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
-namespace {
-template <class T>
-std::vector<T> host_copy(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return h;
-}
-template <class T>
-T* device_copy(const std::vector<T>& h) {
-  T* d = nullptr;
-  cudaMalloc(&d, h.size() * sizeof(T) + 1);
-  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
-}  // namespace
-
 BOOST_AUTO_TEST_SUITE(quant_8bit_kernels, *boost::unit_test::precondition(has_device))
 
 BOOST_AUTO_TEST_CASE(dynamic_8bit_blockwise_matches_cpu_reference) {
@@ -311,21 +276,6 @@ BOOST_AUTO_TEST_CASE(double_quantized_nf4_matches_cpu_reference) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
-
-namespace {
-/// max |a − b| / max |b|: the layers' tolerance measure.
-double relative_error(const std::vector<float>& a, const float* b, std::size_t n) {
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
-  return worst / std::max(scale, 1e-30);
-}
-using fmat = loralab::nn::matrix<float>;
-fmat random_matrix(int rows, int cols, std::uint64_t salt, float sd = 1.0f) {
-  const auto v = normal_values(std::size_t(rows) * cols, salt, sd);
-  return Eigen::Map<const fmat>(v.data(), rows, cols);
-}
-std::vector<float> values_of(const fmat& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
-}  // namespace
 
 BOOST_AUTO_TEST_SUITE(layer_kernels, *boost::unit_test::precondition(has_device))
 
