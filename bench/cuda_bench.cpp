@@ -12,6 +12,7 @@
 ///     lora_fused.cuh, dropout 0.05 and 0, each as a share of the frozen layer's forward + backward;
 ///   - one-token generation's linear: the 4-bit GEMV reading packed codes (gemv_4bit.cuh) in GB/s next to
 ///     dequantize + cublasSgemv and a float32 cublasSgemv over the dense weight (7B shapes and a 32000-row head);
+///   - causal attention forward: cuBLAS batched SGEMMs + softmax (what training runs) against the tiled kernel, T 256 … 2048;
 ///   - a whole 30M step (forward + loss + backward) on the device model (cuda/device_model.hpp): tokens/s of LoRA over
 ///     float32 and of QLoRA over nf4 + DQ, with and without gradient checkpointing.
 /// Timing: CUDA events, the median of 20 runs after 3 warm-ups; cuBLAS in pedantic float math (no TF32), as the tests.
@@ -28,6 +29,8 @@
 #include <cuda_runtime.h>
 
 #include "cuda/device_model.hpp"
+#include "attention.cuh"
+#include "attention_tiled.cuh"
 #include "gemv_4bit.cuh"
 #include "linear.cuh"
 #include "linear_bf16.cuh"
@@ -192,6 +195,22 @@ void gemv(cublasHandle_t h, std::mt19937& rng) {
   }
 }
 
+/// Causal attention forward: cuBLAS batched SGEMMs + softmax kernel (attention.cuh, what training uses: it keeps P for
+/// backward) against the tiled online-softmax kernel (attention_tiled.cuh), B 4 × H 8 × D 64.
+void attention(cublasHandle_t h, std::mt19937& rng) {
+  std::printf("\n| attention forward, B 4, H 8, D 64 | batched SGEMM + softmax ms | tiled kernel ms | batched ÷ tiled |\n|---|--:|--:|--:|\n");
+  for (const int T : {256, 512, 1024, 2048}) {
+    arena a;
+    const cu::attention_dims d{4, T, 8, 8, 64};
+    const std::size_t rows = std::size_t(d.batch) * T, cols = std::size_t(d.heads) * d.head_dim;
+    auto *q = a.copy(normal_floats(rows * cols, rng)), *k = a.copy(normal_floats(rows * cols, rng)), *v = a.copy(normal_floats(rows * cols, rng));
+    auto *out = a.alloc<float>(rows * cols), *probs = a.alloc<float>(std::size_t(d.batch) * d.heads * T * T);
+    const double batched = median_ms([&] { cu::attention_forward(h, d, q, k, v, probs, out); });
+    const double tiled = median_ms([&] { cu::attention_forward_tiled(d, q, k, v, out); });
+    std::printf("| T %d | %.3f | %.3f | %.2f |\n", T, batched, tiled, batched / tiled);
+  }
+}
+
 /// Tokens/s of forward + loss + backward of the 30M model (dim 512, hidden 1376, 8 layers, vocab 8192; random
 /// weights) on the device, B = 4 × T = 256, LoRA r 8 on all linears, dropout 0.05: LoRA over float32 against QLoRA
 /// over nf4 + DQ with and without gradient checkpointing. The optimizer (host, r·(K+N) floats per layer) is apart.
@@ -247,6 +266,7 @@ int main() {
   dequantize_vs_copy(rng);
   frozen_linear_and_lora(h, rng);
   gemv(h, rng);
+  attention(h, rng);
   whole_step();
   cublasDestroy(h);
   return 0;

@@ -130,6 +130,7 @@ int main(int argc, char** argv) try {
   bool dq = false, print_ids = false, interactive = false;
   nn::generation_options o;
   experiment::command_line cli("generate: text from a Llama model");
+  cli.allow_device();
   auto& desc = cli.desc;
   desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin, HF or Meta directory, or GGUF file")(
       "tokenizer", experiment::po::value(&tokenizer_path), "sentencepiece .model, llama2.c tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own)")(
@@ -176,7 +177,7 @@ int main(int argc, char** argv) try {
     LORALAB_CHECK(chat.empty(), "--chat needs a chat template: a GGUF --tokenizer (or --model) carries one; else use --template chatml");
   }
   o.stop_ids = {tok->eos_id(), tok->bos_id()};  // llama2.c models start a new story with BOS
-  experiments::with_model<experiments::model_and_ggml_schemes>(file, quant, dq, adapter, [&](auto& m) {
+  experiments::with_model_on<experiments::model_and_ggml_schemes>(cli.device, file, quant, dq, adapter, [&](auto& m) {
     std::cerr << "model: " << m.config << "\nbase weights: " << quant << (dq ? " + double quant" : "") << "\n"
               << nn::kv_cache_decoder<typename std::decay_t<decltype(m)>::linear_type>(m).memory() << "\n";
     if (pf.tmpl) std::cerr << "template: " << *pf.tmpl << "\n";

@@ -16,6 +16,7 @@
 #include "core/atomic_dir.hpp"
 #include "core/check.hpp"
 #include "experiment/cli.hpp"
+#include "experiment/on_device.hpp"
 #include "lora/lora_model.hpp"
 #include "lora/peft_io.hpp"
 #include "nn/generate.hpp"
@@ -92,6 +93,16 @@ std::string describe_adapter(lora::lora_model<Base>& m, const std::filesystem::p
          (c.config.use_rslora ? " (rsLoRA)" : "") + ", " + std::to_string(modules) + " modules (" + c.targets.describe() + ")";
 }
 
+/// The PEFT LoRA adapter in `adapter` (written by loralab or by PEFT) loaded over m's base, in eval mode (no dropout),
+/// without gradient buffers; its description goes to stderr.
+template <class Base>
+void load_for_inference(lora::lora_model<Base>& m, const std::filesystem::path& adapter) {
+  const auto cfg = lora::load_adapter(m, adapter);
+  lora::set_adapter_mode(m, /*training=*/false, 0);
+  lora::for_each_adapter(m, [](const std::string&, auto& a, auto&) { a.dA.resize(0, 0), a.dB.resize(0, 0); });  // inference only
+  std::cerr << describe_adapter(m, adapter, cfg) << "\n";
+}
+
 /// As with_model, and when `adapter` is not empty, the PEFT LoRA adapter in that directory (written by loralab or
 /// by PEFT) is loaded over the base and applied unmerged, in eval mode (no dropout). Its description goes to
 /// stderr.
@@ -100,11 +111,21 @@ void with_model(const nn::model_file& file, const std::string& quant, bool doubl
                 F&& fn) {
   if (adapter.empty()) return with_model<Schemes>(file, quant, double_quant, std::forward<F>(fn));
   with_lora_model<Schemes>(file, quant, double_quant, [&](auto& m) {
-    const auto cfg = lora::load_adapter(m, adapter);
-    lora::set_adapter_mode(m, /*training=*/false, 0);
-    lora::for_each_adapter(m, [](const std::string&, auto& a, auto&) { a.dA.resize(0, 0), a.dB.resize(0, 0); });  // inference only
-    std::cerr << describe_adapter(m, adapter, cfg) << "\n";
+    load_for_inference(m, adapter);
     fn(m);
+  });
+}
+
+/// As with_model (with its --adapter) on the --device asked: "cpu" is with_model; "cuda" builds the LoRA-ready model
+/// (the adapter loaded when given, none attached otherwise), moves it to the GPU (experiment::on_device) and calls fn
+/// there: generation and scoring through the same kv_cache_decoder, the cache in device memory.
+template <class Schemes = quant::model_schemes, class F>
+void with_model_on(const std::string& device, const nn::model_file& file, const std::string& quant, bool double_quant,
+                   const std::filesystem::path& adapter, F&& fn) {
+  if (device == "cpu") return with_model<Schemes>(file, quant, double_quant, adapter, std::forward<F>(fn));
+  with_lora_model<Schemes>(file, quant, double_quant, [&](auto& m) {
+    if (!adapter.empty()) load_for_inference(m, adapter);
+    experiment::on_device(m, device, fn);
   });
 }
 

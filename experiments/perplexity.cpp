@@ -30,6 +30,7 @@ int main(int argc, char** argv) try {
   bool dq = false;
   int context = 0;
   experiment::command_line cli("perplexity: teacher-forced NLL of a text file");
+  cli.allow_device();
   auto& desc = cli.desc;
   desc.add_options()("model", experiment::po::value(&model_path)->required(), "llama2.c .bin, HF or Meta directory, or GGUF file")(
       "tokenizer", experiment::po::value(&tokenizer_path), "sentencepiece .model, llama2.c tokenizer.bin, tokenizer.json or GGUF (default: a GGUF --model's own)")(
@@ -52,7 +53,7 @@ int main(int argc, char** argv) try {
   text << in.rdbuf();
   const std::vector<int> ids = tok->encode(text.str(), /*add_bos=*/true);
   LORALAB_CHECK(ids.size() >= 2, text_file, ": the text has no tokens to score");
-  experiments::with_model(file, quant, dq, adapter, [&](auto& m) {
+  experiments::with_model_on(cli.device, file, quant, dq, adapter, [&](auto& m) {
     std::cerr << "model: " << m.config << "\nbase weights: " << quant << (dq ? " + double quant" : "") << "\n"
               << nn::kv_cache_decoder<typename std::decay_t<decltype(m)>::linear_type>(m).memory() << "\n";
     const auto r = experiments::teacher_forced_nll(m, ids, context == 0 ? m.config.max_seq_len : context);

@@ -50,6 +50,41 @@ __global__ void softmax_backward_kernel(const float* P, float* dP, int T, float 
   for (int j = threadIdx.x; j < T; j += threads) dP[off + j] = j <= t ? P[off + j] * (dP[off + j] - dot) * scale : 0.0f;
 }
 
+/// One block per (query row i, head h) of cached_attention: scores of positions 0 … pos0 + i in shared memory.
+__global__ void cached_attention_kernel(const float* q, const float* kc, const float* vc, int pos0, int H, int Hkv, int D, float scale,
+                                        float* att) {
+  extern __shared__ float s[];
+  __shared__ block_reduce::TempStorage tmp;
+  __shared__ float shared;
+  const int i = int(blockIdx.x) / H, h = int(blockIdx.x) % H, kvh = h / (H / Hkv), seen = pos0 + i + 1;
+  const std::size_t kv = std::size_t(Hkv) * D;
+  const float* qr = q + std::size_t(i) * H * D + std::size_t(h) * D;
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < seen; j += threads) {
+    const float* kr = kc + std::size_t(j) * kv + std::size_t(kvh) * D;
+    float dot = 0;
+    for (int d = 0; d < D; ++d) dot += qr[d] * kr[d];
+    s[j] = dot * scale;
+    mx = fmaxf(mx, s[j]);
+  }
+  mx = block_reduce(tmp).Reduce(mx, [](float a, float b) { return fmaxf(a, b); });
+  if (threadIdx.x == 0) shared = mx;
+  __syncthreads();
+  mx = shared;
+  __syncthreads();
+  float sum = 0;
+  for (int j = threadIdx.x; j < seen; j += threads) sum += (s[j] = expf(s[j] - mx));
+  sum = block_reduce(tmp).Sum(sum);
+  if (threadIdx.x == 0) shared = sum;
+  __syncthreads();
+  const float inv = 1.0f / shared;
+  for (int d = threadIdx.x; d < D; d += threads) {
+    float acc = 0;
+    for (int j = 0; j < seen; ++j) acc += s[j] * vc[std::size_t(j) * kv + std::size_t(kvh) * D + d];
+    att[std::size_t(i) * H * D + std::size_t(h) * D + d] = acc * inv;
+  }
+}
+
 cudaError_t status(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown; }
 
 /// A batch of row-major products C_i = alpha · op(A_i) · op(B_i) + beta · C_i, pointers on the host, copied to `table`.
@@ -155,6 +190,20 @@ cudaError_t attention_backward(cublasHandle_t h, const attention_dims& a, const 
     }
     return cudaSuccess;
   });
+}
+
+cudaError_t cached_attention(const float* q, const float* kc, const float* vc, int M, int pos0, int heads, int kv_heads, int head_dim,
+                             float* att, cudaStream_t stream) {
+  if (M <= 0) return cudaSuccess;
+  if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0) return cudaErrorInvalidValue;
+  const std::size_t scores = std::size_t(pos0 + M) * sizeof(float);
+  if (scores > 46 * 1024) {  // past the default 48 KiB a kernel opts in (up to 227 KiB on sm_90: ~58k positions)
+    const cudaError_t e = cudaFuncSetAttribute(cached_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(scores));
+    if (e != cudaSuccess) return e;
+  }
+  cached_attention_kernel<<<unsigned(M) * unsigned(heads), threads, scores, stream>>>(q, kc, vc, pos0, heads, kv_heads, head_dim,
+                                                                                      1.0f / std::sqrt(float(head_dim)), att);
+  return cudaGetLastError();
 }
 
 }  // namespace loralab::cuda

@@ -26,4 +26,13 @@ cudaError_t attention_backward(cublasHandle_t h, const attention_dims& a, const 
                                const float* probs, const float* dout, float* dP, float* dq, float* dk, float* dv,
                                cudaStream_t stream = nullptr);
 
+/// Inference over a KV cache: att (M, H·D) for the M query rows of q (M, H·D) at positions pos0 … pos0 + M − 1,
+/// attending causally to the cached keys and values kc, vc (rows 0 … pos0 + M − 1 of (max_seq_len, Hkv·D)), as
+/// nn::cached_attention computes it. One CUDA block per (row, head): the scores in shared memory (one float per
+/// position seen), a block max and sum, then each output element a sum over positions. A straightforward kernel for
+/// one-token decoding (M = 1: H blocks), not tuned for long prompts; limit: 4 · (pos0 + M) bytes of scores within the
+/// device's shared memory per block (opted into past 46 KiB; 227 KiB on sm_90, ~58k positions).
+cudaError_t cached_attention(const float* q, const float* kc, const float* vc, int M, int pos0, int heads, int kv_heads, int head_dim,
+                             float* att, cudaStream_t stream = nullptr);
+
 }  // namespace loralab::cuda

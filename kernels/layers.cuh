@@ -9,7 +9,7 @@
 // q or k (M, heads·D) with cos, sin (max_pos, D/2) and pos (M) int32; logits, dlogits (M, V), targets (M) int32
 // (−100 ignored), row_loss (M) (0 for ignored rows; the loss is Σ row_loss / denominator, summed on the host).
 // Limits: one CUDA block per row for the row-wise kernels (C, V any size); no fusion with the products yet.
-// Benchmark: none yet (bench/cuda_bench, first GPU session).
+// Benchmark: none of its own (memory-bound row passes); cuda_bench times them inside the whole 30M step.
 #include <cstddef>
 #include <cstdint>
 

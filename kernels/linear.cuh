@@ -14,7 +14,7 @@
 // into `xd` (M·K floats) rather than kept, as the CPU does. With dropout 0 (or eval) xd may be null.
 // Limits: tile_rows · K a multiple of the quantization block (every tile starts on a block; 128 · 1376 at block 64
 // is), or one tile; plain (not double-quantized) absmax;
-// fused LoRA kernels are not written: the four SGEMMs are what cuda_bench measures against the base.
+// the fused LoRA passes (dropout inside the passes over x, no (M, K) buffers) are lora_fused.cuh; cuda_bench times both.
 // Benchmark: build/bench/cuda_bench (frozen linear TFLOP/s next to plain SGEMM on the same shapes; LoRA's share).
 #include <cstddef>
 #include <cstdint>

@@ -7,10 +7,10 @@
 // checked against blockwise_tensor<S>::quantize_ref bit for bit (tests/kernels).
 //
 // Limitations:
-//   1. float32 input and output only (fp16/bf16 go through the CPU path for now).
-//   2. No double quantization on the device: nested statistics are computed on the host from absmax.
+//   1. float32 input and output here (bf16 output: quant_8bit.cuh's dequantize_4bit_bf16).
+//   2. Double quantization is quant_8bit.cuh's (quantize the absmax with the dynamic map, dequantize_4bit_nested).
 //   3. One CUDA block per quantization block; fine for B >= 64, wasteful for tiny tensors.
-// Benchmark: none yet (bench/quant_bench measures the CPU path).
+// Benchmark: build/bench/cuda_bench (nf4 dequantize GB/s next to a device-to-device copy).
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -13,7 +13,7 @@
 // bnb's absmax.mean() in torch's CPU reduction order computed on the host from the nb floats
 // (quant::detail::mean_offset; nb is 1/64 of the weights), centre_absmax, then quantize_8bit with block 256.
 // Limits: block a power of two in [32, 4096] (nested block 256); one CUDA block per quantization block.
-// Benchmark: none yet (bench/cuda_bench: dequantize GB/s next to a device-to-device copy, first GPU session).
+// Benchmark: build/bench/cuda_bench (the 4-bit dequantize next to a device-to-device copy).
 #include <cstddef>
 #include <cstdint>
 

@@ -17,7 +17,7 @@
 //                     device copies of quant::codebooks::dynamic_signed / dynamic_unsigned); the per-element math is
 //                     train/adamw8bit_element.hpp's, as train::adamw8bit runs it, so the state bytes match bit for bit.
 // Limits: float32 parameters (bf16 parameters go through the CPU path for now).
-// Benchmark: bench/cuda_bench is not written yet; the first GPU session times these against cudaMemcpy.
+// Benchmark: none of its own (a LoRA step's optimizer is r·(K+N) floats per layer); cuda_bench times the whole step.
 #include <cstddef>
 #include <cstdint>
 

@@ -6,7 +6,10 @@
 //   device_linear<dense_device_weight>          a frozen float32 weight (N, K): one SGEMM each way
 //   device_linear<weight_4bit_device>           a frozen nf4/fp4 weight (± double quantization): the codes as the
 //                                               host quantized them (bnb's bytes), dequantized in tiles of 128 rows
-//                                               into a shared workspace and multiplied by cuBLAS (kernels/linear.cu)
+//                                               into a shared workspace and multiplied by cuBLAS (kernels/linear.cu);
+//                                               one token (M = 1, generation) by the 4-bit GEMV on the packed codes
+//   device_linear<W, nn::compute<nn::bf16>>     either with bf16 operands and float accumulation (cublasGemmEx), as
+//                                               nn::linear<W, compute<bf16>>; the tied head of such a model too
 //
 // A LoRA adapter over one of them keeps its A and B in host memory (the optimizer's, the checkpoints' and PEFT's
 // copy); forward uploads them, backward computes the step's dA and dB on the device and adds them to the host's
@@ -22,11 +25,14 @@
 #include "core/check.hpp"
 #include "cuda/device_ops.hpp"
 #include "cuda/device_tensor.hpp"
+#include "gemv_4bit.cuh"
 #include "linear.cuh"
+#include "linear_bf16.cuh"
 #include "lora/dropout_mask.hpp"
 #include "nn/compute.hpp"
 #include "nn/linear.hpp"
 #include "nn/memory_report.hpp"
+#include "nn/storage.hpp"
 #include "quant/quantized_tensor.hpp"
 #include "quant_4bit.cuh"
 
@@ -36,7 +42,8 @@ namespace loralab::cuda {
 /// adapters' dropout buffers, each sized for its largest user.
 struct device_workspace {
   device_array<float> tile, scratch;
-  std::size_t bytes() const { return tile.capacity_bytes() + scratch.capacity_bytes(); }
+  device_array<std::uint16_t> bf16;  ///< compute<bf16>: a call's operands in bf16 (input or output gradient, then W)
+  std::size_t bytes() const { return tile.capacity_bytes() + scratch.capacity_bytes() + bf16.capacity_bytes(); }
 };
 
 struct device_storage;
@@ -109,11 +116,12 @@ struct weight_4bit_device {
   }
 };
 
-/// A frozen linear layer in device memory: nn::linear's interface over device matrices.
-template <class Weight>
+/// A frozen linear layer in device memory: nn::linear's interface over device matrices. Compute as nn::linear's:
+/// compute<float> (SGEMM) or compute<bf16> (bf16 operands, float accumulation: kernels/linear_bf16.cuh).
+template <class Weight, class Compute = nn::compute<float>>
 struct device_linear {
   using weight_type = Weight;
-  using compute_type = nn::compute<float>;
+  using compute_type = Compute;
   using scalar = float;
   using storage = device_storage;
   Weight weight;
@@ -127,9 +135,24 @@ struct device_linear {
     LORALAB_CHECK(x.cols() == in_features(), "linear: input has ", x.cols(), " features, weight expects ", in_features());
     const int M = int(x.rows()), N = int(out_features()), K = int(in_features());
     y.resize(M, N);
-    if constexpr (Weight::tiled) {
-      check_cuda(frozen_linear_forward(context(), weight.view(), x.data(), M, y.data(), tile(), weight.tile_rows()),
-                 "frozen linear forward");
+    if constexpr (bf16) {
+      if constexpr (Weight::tiled) {
+        std::uint16_t* xb = bf16_buffer(std::size_t(M) * K);
+        check_cuda(frozen_linear_forward_bf16(context(), weight.view(), x.data(), M, y.data(), xb, xb + std::size_t(M) * K,
+                                              weight.tile_rows()),
+                   "frozen linear forward (bf16)");
+      } else {
+        std::uint16_t* xb = bf16_buffer(std::size_t(M) * K);
+        check_cuda(to_bf16(x.data(), std::size_t(M) * K, xb), "bf16 conversion");
+        check_cuda(gemm_rm_bf16(context(), false, true, M, N, K, 1.0f, xb, K, weight_bf16(xb + std::size_t(M) * K), K, 0.0f, y.data(), N),
+                   "linear forward (bf16)");
+      }
+    } else if constexpr (Weight::tiled) {
+      if (M == 1 && K % 8 == 0 && weight.block % 8 == 0)  // one token (generation): the codes read packed, no tile
+        check_cuda(gemv_4bit(weight.view(), x.data(), y.data()), "4-bit GEMV");
+      else
+        check_cuda(frozen_linear_forward(context(), weight.view(), x.data(), M, y.data(), tile(), weight.tile_rows()),
+                   "frozen linear forward");
     } else {
       check_cuda(gemm_rm(context(), false, true, M, N, K, 1.0f, x.data(), K, weight.w.data(), K, 0.0f, y.data(), N), "linear forward");
     }
@@ -138,7 +161,18 @@ struct device_linear {
   void backward(const device_matrix&, const device_matrix& dy, device_matrix& dx) {
     const int M = int(dy.rows()), N = int(out_features()), K = int(in_features());
     dx.resize(M, K);
-    if constexpr (Weight::tiled) {
+    if constexpr (bf16) {
+      std::uint16_t* db = bf16_buffer(std::size_t(M) * N);
+      if constexpr (Weight::tiled) {
+        check_cuda(frozen_linear_backward_bf16(context(), weight.view(), dy.data(), M, dx.data(), db, db + std::size_t(M) * N,
+                                               weight.tile_rows()),
+                   "frozen linear backward (bf16)");
+      } else {
+        check_cuda(to_bf16(dy.data(), std::size_t(M) * N, db), "bf16 conversion");
+        check_cuda(gemm_rm_bf16(context(), false, false, M, K, N, 1.0f, db, N, weight_bf16(db + std::size_t(M) * N), K, 0.0f, dx.data(), K),
+                   "linear backward (bf16)");
+      }
+    } else if constexpr (Weight::tiled) {
       check_cuda(frozen_linear_backward(context(), weight.view(), dy.data(), M, dx.data(), tile(), weight.tile_rows()),
                  "frozen linear backward");
     } else {
@@ -193,7 +227,11 @@ struct device_linear {
     return m;
   }
   /// The tile of a 4-bit weight; an adapter's dropout buffers (lora_linear adds those) are the scratch.
-  nn::shared_sizes planned_shared(std::size_t) const { return {tile_elements(), 0, 0}; }
+  nn::shared_sizes planned_shared(std::size_t M) const {
+    const std::size_t N = std::size_t(out_features()), K = std::size_t(in_features());
+    if constexpr (bf16) return {0, 0, M * std::max(K, N) + (Weight::tiled ? std::size_t(weight.tile_rows()) * K : N * K)};
+    else return {tile_elements(), 0, 0};
+  }
   void share(device_workspace& w) { shared = &w; }
 
  private:
@@ -203,8 +241,11 @@ struct device_linear {
       return A.capacity_bytes() + B.capacity_bytes() + dA.capacity_bytes() + dB.capacity_bytes() + h.capacity_bytes() + dh.capacity_bytes();
     }
   };
+  static constexpr bool bf16 = nn::is_bf16_compute<Compute>;
+
   std::size_t tile_elements() const {
-    if constexpr (Weight::tiled) return std::size_t(weight.tile_rows()) * std::size_t(in_features());
+    if constexpr (bf16) return 0;
+    else if constexpr (Weight::tiled) return std::size_t(weight.tile_rows()) * std::size_t(in_features());
     else return 0;
   }
   device_workspace& buffers() const { return shared ? *shared : own_; }
@@ -212,6 +253,20 @@ struct device_linear {
     device_array<float>& t = buffers().tile;
     if (t.size() < tile_elements()) t.resize(tile_elements());
     return t.data();
+  }
+  /// The bf16 buffer: `operands` elements of a call's input (or output gradient), then W's bf16 tile (4-bit) or
+  /// whole bf16 copy (dense, converted per call as the host does).
+  std::uint16_t* bf16_buffer(std::size_t operands) const {
+    const std::size_t n = operands + (Weight::tiled ? std::size_t(weight.tile_rows()) : std::size_t(out_features())) *
+                                         std::size_t(in_features());
+    device_array<std::uint16_t>& b = buffers().bf16;
+    if (b.size() < n) b.resize(n);
+    return b.data();
+  }
+  /// A dense weight rounded to bf16 into `out` (N·K), for one product.
+  const std::uint16_t* weight_bf16(std::uint16_t* out) const {
+    if constexpr (!Weight::tiled) check_cuda(to_bf16(weight.w.data(), std::size_t(weight.w.size()), out), "bf16 conversion");
+    return out;
   }
   float* scratch(std::size_t n) const {
     device_array<float>& s = buffers().scratch;
@@ -237,5 +292,32 @@ struct device_storage {
   using shared_type = device_workspace;
   static constexpr bool on_device = true;
 };
+
+// ---- the tied head of a compute<bf16> model (nn/storage.hpp's twins) -----------------------------------------------
+
+namespace detail {
+inline void tied_head_product_bf16(const device_matrix& a, const device_matrix& embed, device_matrix& out, bool embed_transposed,
+                                   device_workspace& w) {
+  const int M = int(a.rows()), C = int(embed.cols()), V = int(embed.rows());
+  const int K = embed_transposed ? C : V, N = embed_transposed ? V : C;
+  const std::size_t need = nn::tied_head_bf16_elements(std::size_t(V), std::size_t(C), std::size_t(M));
+  if (w.bf16.size() < need) w.bf16.resize(need);
+  std::uint16_t* eb = w.bf16.data();                  // (V, C)
+  std::uint16_t* ab = eb + std::size_t(V) * C;        // (M, K)
+  check_cuda(to_bf16(embed.data(), std::size_t(V) * C, eb), "bf16 conversion");
+  check_cuda(to_bf16(a.data(), std::size_t(M) * K, ab), "bf16 conversion");
+  out.resize(M, N);
+  check_cuda(gemm_rm_bf16(context(), false, embed_transposed, M, N, K, 1.0f, ab, K, eb, C, 0.0f, out.data(), N), "LM head (bf16)");
+}
+}  // namespace detail
+
+inline void tied_head_forward_bf16(const device_matrix& x, const device_matrix& embed, device_matrix& logits, device_workspace& w) {
+  detail::tied_head_product_bf16(x, embed, logits, /*embed_transposed=*/true, w);
+}
+inline void tied_head_backward_bf16(const device_matrix&, const device_matrix& dlogits, const device_matrix& embed, device_matrix& dx,
+                                    device_matrix& embed_grad, device_workspace& w) {
+  if (embed_grad.size()) (void)device_matrix::Zero(0, 0);  // refuses: a trainable embedding
+  detail::tied_head_product_bf16(dlogits, embed, dx, /*embed_transposed=*/false, w);
+}
 
 }  // namespace loralab::cuda

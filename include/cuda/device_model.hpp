@@ -8,8 +8,9 @@
 //   lora::attach_adapters(dev, cfg, targets, seed);  // or before to_device: the adapters are host memory either way
 //   train::trainer<decltype(dev)> t(dev, data, o);   // forward and backward on the GPU, the optimizer on the host
 //
-// Bases that run there: float32 (dense, LoRA) and bitsandbytes' nf4 / fp4 with or without double quantization (QLoRA).
-// The others (int8, dynamic 8-bit, bf16 storage, ggml blocks, bf16 compute) are refused with the list.
+// Bases that run there: float32 (dense, LoRA) and bitsandbytes' nf4 / fp4 with or without double quantization (QLoRA),
+// with float32 or bf16 products (nn::compute<float> / compute<bf16>, as on the host). The others (int8, dynamic 8-bit,
+// bf16 storage, ggml blocks) are refused with the list.
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -27,22 +28,22 @@ template <class HostBase>
 struct device_base {
   static constexpr bool supported = false;
 };
-template <>
-struct device_base<nn::linear<nn::dense_weight<float>>> {
+template <class Compute>
+struct device_base<nn::linear<nn::dense_weight<float>, Compute>> {
   static constexpr bool supported = true;
-  using type = device_linear<dense_device_weight>;
-  static type upload(const nn::linear<nn::dense_weight<float>>& l) {
+  using type = device_linear<dense_device_weight, Compute>;
+  static type upload(const nn::linear<nn::dense_weight<float>, Compute>& l) {
     type d;
     d.weight.w = device_matrix::from_host(l.weight.w);
     return d;
   }
 };
-template <class Scheme>
+template <class Scheme, class Compute>
   requires(Scheme::bits == 4 && (Scheme::quant_type == "nf4" || Scheme::quant_type == "fp4"))
-struct device_base<nn::linear<nn::quant_weight<Scheme>>> {
+struct device_base<nn::linear<nn::quant_weight<Scheme>, Compute>> {
   static constexpr bool supported = true;
-  using type = device_linear<weight_4bit_device>;  // one device type for every 4-bit scheme
-  static type upload(const nn::linear<nn::quant_weight<Scheme>>& l) {
+  using type = device_linear<weight_4bit_device, Compute>;  // one device type for every 4-bit scheme
+  static type upload(const nn::linear<nn::quant_weight<Scheme>, Compute>& l) {
     type d;
     d.weight = weight_4bit_device::from_host<Scheme>(l.weight.q);
     return d;
@@ -63,7 +64,9 @@ template <class HostBase, int Rank = lora::dynamic_rank>
 using device_lora_model = nn::llama_model<lora::lora_linear<device_base_t<HostBase>, Rank>>;
 
 /// What --device cuda trains, for the error that refuses the rest.
-inline std::string device_bases() { return "float32 (LoRA) and nf4 / fp4 with or without double quantization (QLoRA)"; }
+inline std::string device_bases() {
+  return "float32 (LoRA) and nf4 / fp4 with or without double quantization (QLoRA), products in float32 or bf16";
+}
 
 /// The host model's twin in device memory: embedding, norms, frozen linears (4-bit codes byte for byte), an untied
 /// head, the adapters (host memory: shared with nothing, copied), gradient checkpointing.

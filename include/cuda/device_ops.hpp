@@ -170,4 +170,28 @@ inline void tied_head_backward(const device_matrix&, const device_matrix& dlogit
   check_cuda(gemm_rm(context(), false, false, M, C, V, 1.0f, dlogits.data(), V, embed.data(), C, 0.0f, dx.data(), C), "LM head backward");
 }
 
+// ---- inference over a KV cache (nn/generate.hpp) ---------------------------------------------------------------------
+
+/// cache rows [row0, row0 + rows.rows()) = rows (row-major: one contiguous copy).
+inline void write_rows(device_matrix& cache, Eigen::Index row0, const device_matrix& rows) {
+  LORALAB_CHECK(rows.cols() == cache.cols() && row0 + rows.rows() <= cache.rows(), "KV cache: rows [", row0, ", ", row0 + rows.rows(),
+                ") of ", cache.rows());
+  check_cuda(cudaMemcpyAsync(cache.data() + row0 * cache.cols(), rows.data(), sizeof(float) * std::size_t(rows.size()),
+                             cudaMemcpyDeviceToDevice),
+             "KV cache write");
+}
+inline void cached_attention(const device_matrix& q, const device_matrix& kc, const device_matrix& vc, int pos0, int n_heads, int n_kv_heads,
+                             device_matrix& att) {
+  att.resize(q.rows(), q.cols());
+  check_cuda(cuda::cached_attention(q.data(), kc.data(), vc.data(), int(q.rows()), pos0, n_heads, n_kv_heads, int(q.cols()) / n_heads,
+                                    att.data()),
+             "attention over the KV cache");
+}
+inline void last_rows(const device_matrix& x, Eigen::Index n, device_matrix& out) {
+  out.resize(n, x.cols());
+  check_cuda(cudaMemcpyAsync(out.data(), x.data() + (x.rows() - n) * x.cols(), sizeof(float) * std::size_t(out.size()),
+                             cudaMemcpyDeviceToDevice),
+             "last rows");
+}
+
 }  // namespace loralab::cuda

@@ -174,5 +174,9 @@ class device_vector {
 /// Bytes a device tensor holds (its elements, as nn::bytes_of counts a host one): found by argument-dependent lookup.
 inline std::size_t bytes_of(const device_matrix& m) { return std::size_t(m.size()) * sizeof(float); }
 inline std::size_t bytes_of(const device_vector& v) { return std::size_t(v.size()) * sizeof(float); }
+template <class T>
+std::size_t bytes_of(const device_array<T>& a) {
+  return a.capacity_bytes();
+}
 
 }  // namespace loralab::cuda

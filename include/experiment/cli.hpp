@@ -77,7 +77,7 @@ class command_line {
     desc.add_options()("help,h", "print this help and exit");
     flag("threads", threads, "OpenMP/OpenBLAS threads (0 = all cores)");
     flag("seed", seed, "random seed: same seed and threads, same numbers");
-    flag("device", device, "cpu or cuda: where models train (cuda: float32 and nf4/fp4 bases; a CUDA build and a GPU)");
+    flag("device", device, "cpu or cuda: where models train and run (cuda: float32 and nf4/fp4 bases; a CUDA build and a GPU)");
   }
 
   /// This program's work has a CUDA path: --device cuda is accepted (when the build and the machine have one).

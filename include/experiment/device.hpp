@@ -19,7 +19,8 @@ inline bool is_device_name(const std::string& d) { return d == "cpu" || d == "cu
 
 /// The programs with a CUDA path, for the refusal of the others.
 inline constexpr const char* device_programs =
-    "finetune, lora_vs_qlora and the ablations (rank, target, scheme, optimizer) train on CUDA";
+    "finetune, lora_vs_qlora and the ablations (rank, target, scheme, optimizer) train on CUDA; generate and perplexity "
+    "run there";
 
 /// Empty when --device cuda can run here; else why not, and what to do.
 inline std::string cuda_unavailable() {

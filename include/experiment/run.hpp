@@ -39,10 +39,7 @@
 #include "train/console_log.hpp"
 #include "train/run_files.hpp"
 #include "train/trainer.hpp"
-#include "experiment/device.hpp"
-#ifdef LORALAB_HAVE_CUDA
-#include "cuda/device_model.hpp"
-#endif
+#include "experiment/on_device.hpp"
 
 namespace loralab::experiment {
 
@@ -139,26 +136,6 @@ struct run_result {
                              double(r.train.peak_rss_bytes) / (1 << 20), r.eval_before, r.eval_after());
   }
 };
-
-/// fn(m) with device "cpu"; with "cuda", fn(the device twin of m) (cuda/device_model.hpp: the same templates over
-/// device linears), the host model emptied first (its base is not needed twice). A base with no CUDA path, a build
-/// without CUDA: errors that say so.
-template <class Model, class F>
-void on_device(Model& m, const std::string& device, F&& fn) {
-  if (device == "cpu") return (void)fn(m);
-#ifdef LORALAB_HAVE_CUDA
-  using base = typename Model::linear_type::base_type;
-  if constexpr (cuda::runs_on_device<base>) {
-    auto twin = cuda::to_device(m);
-    m = Model();
-    fn(twin);
-  } else {
-    fail("--device cuda: a ", base::weight_type::label(), " base has no CUDA path; there: ", cuda::device_bases());
-  }
-#else
-  fail("--device cuda: ", cuda_unavailable());
-#endif
-}
 
 /// The run of `spec` on a LoRA-ready model whose base is already built (no adapter attached): the compile-time
 /// path, for programs that fix the base type themselves.

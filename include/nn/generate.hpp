@@ -2,6 +2,8 @@
 #pragma once
 // Inference: a KV cache over a llama_model, and the samplers (greedy, temperature, top-k, top-p, repetition
 // penalty), seeded. The decoder reuses the model's layers; only attention reads keys and values from the cache.
+// Like the model, it calls its operations unqualified, so the same decoder runs a device model (cuda/device_ops.hpp:
+// the cache in GPU memory, one-token linears as 4-bit GEMVs); sampling reads the logits on the host.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -12,19 +14,62 @@
 
 #include "core/check.hpp"
 #include "nn/llama.hpp"
+#include "nn/storage.hpp"
 
 namespace loralab::nn {
+
+// ---- the decoder's own operations on host storage (the device's are in include/cuda/device_ops.hpp) ----------------
+
+/// cache rows [row0, row0 + rows.rows()) = rows.
+template <class S>
+void write_rows(matrix<S>& cache, Eigen::Index row0, const matrix<S>& rows) {
+  cache.middleRows(row0, rows.rows()) = rows;
+}
+
+/// att (M, H·D): the M query rows of q, at positions pos0 … pos0 + M − 1, attending causally to the cached keys and
+/// values of positions 0 … pos0 + M − 1 (grouped-query heads: query head h reads kv head h / (H / Hkv)).
+template <class S>
+void cached_attention(const matrix<S>& q, const matrix<S>& kc, const matrix<S>& vc, int pos0, int n_heads, int n_kv_heads, matrix<S>& att) {
+  const int M = int(q.rows()), H = n_heads, D = int(q.cols()) / n_heads, group = n_heads / n_kv_heads, end = pos0 + M;
+  const S scale = S(1) / std::sqrt(S(D));
+  att.resize(M, q.cols());
+#pragma omp parallel for schedule(static) if (M * end > 4096)
+  for (int hh = 0; hh < H; ++hh) {
+    const int kvh = hh / group;
+    const auto K = kc.block(0, Eigen::Index(kvh) * D, end, D);
+    const auto V = vc.block(0, Eigen::Index(kvh) * D, end, D);
+    matrix<S> s = (q.block(0, Eigen::Index(hh) * D, M, D) * K.transpose()) * scale;  // (M, end)
+    for (int i = 0; i < M; ++i) {  // row i sits at position pos0 + i and sees 0 … pos0 + i
+      const int seen = pos0 + i + 1;
+      auto row = s.row(i);
+      const S mx = row.head(seen).maxCoeff();
+      row.head(seen) = (row.head(seen).array() - mx).exp();
+      row.head(seen) /= row.head(seen).sum();
+      row.tail(end - seen).setZero();
+    }
+    att.block(0, Eigen::Index(hh) * D, M, D).noalias() = s * V;
+  }
+}
+
+/// out = the last n rows of x.
+template <class S>
+void last_rows(const matrix<S>& x, Eigen::Index n, matrix<S>& out) {
+  out = x.bottomRows(n);
+}
 
 /// Keys and values of every layer for positions [0, length()): (max_seq_len, Hkv·D) per layer.
 template <class Linear>
 class kv_cache_decoder {
  public:
   using S = typename Linear::scalar;
+  using matrix_type = typename llama_model<Linear>::matrix_type;
+  static constexpr bool on_device = storage_of<Linear>::on_device;
 
   explicit kv_cache_decoder(llama_model<Linear>& m) : m_(m) {
     const auto& c = m.config;
-    k_.assign(std::size_t(c.n_layers), matrix<S>(c.max_seq_len, c.kv_dim()));
-    v_ = k_;
+    k_.resize(std::size_t(c.n_layers)), v_.resize(std::size_t(c.n_layers));
+    for (auto* cache : {&k_, &v_})
+      for (auto& layer : *cache) layer.resize(c.max_seq_len, c.kv_dim());
   }
 
   int length() const { return pos_; }
@@ -49,68 +94,53 @@ class kv_cache_decoder {
     LORALAB_CHECK(M > 0, "feed: no tokens");
     LORALAB_CHECK(pos_ + M <= c.max_seq_len, "the context is full: ", pos_, " + ", M, " tokens exceed max_seq_len ",
                   c.max_seq_len);
+    for (int t : tokens) LORALAB_CHECK(t >= 0 && t < c.vocab_size, "token id ", t, " outside the vocabulary of ", c.vocab_size);
     std::vector<int> pos(static_cast<std::size_t>(M));
     std::iota(pos.begin(), pos.end(), pos_);
-    matrix<S> x(M, c.dim), n, q, k, v, att, t, gate, up, h;
-    vector<S> rstd;
-    for (int i = 0; i < M; ++i) {
-      LORALAB_CHECK(tokens[std::size_t(i)] >= 0 && tokens[std::size_t(i)] < c.vocab_size, "token id ", tokens[std::size_t(i)],
-                    " outside the vocabulary of ", c.vocab_size);
-      x.row(i) = m_.embed.row(tokens[std::size_t(i)]);
-    }
+    matrix_type x, n, q, k, v, att, t, gate, up, h;
+    typename llama_model<Linear>::vector_type rstd;
+    embedding_forward(m_.embed, std::vector<int>(tokens.begin(), tokens.end()), x);
     const S eps = S(c.rms_norm_eps);
-    const int H = c.n_heads, D = c.head_dim(), group = c.n_heads / c.n_kv_heads, end = pos_ + M;
-    const S scale = S(1) / std::sqrt(S(D));
     for (std::size_t l = 0; l < m_.layers.size(); ++l) {
       const auto& blk = m_.layers[l];
       rms_norm_forward(x, blk.input_layernorm.g, eps, n, rstd);
       blk.q_proj.forward(n, q), blk.k_proj.forward(n, k), blk.v_proj.forward(n, v);
       apply_rotary(q, c.n_heads, m_.rope(), pos);
       apply_rotary(k, c.n_kv_heads, m_.rope(), pos);
-      k_[l].middleRows(pos_, M) = k;
-      v_[l].middleRows(pos_, M) = v;
-      att.resize(M, c.dim);
-#pragma omp parallel for schedule(static) if (M * end > 4096)
-      for (int hh = 0; hh < H; ++hh) {
-        const int kvh = hh / group;
-        const auto K = k_[l].block(0, Eigen::Index(kvh) * D, end, D);
-        const auto V = v_[l].block(0, Eigen::Index(kvh) * D, end, D);
-        matrix<S> s = (q.block(0, Eigen::Index(hh) * D, M, D) * K.transpose()) * scale;  // (M, end)
-        for (int i = 0; i < M; ++i) {  // row i sits at position pos_ + i and sees 0 … pos_ + i
-          const int seen = pos_ + i + 1;
-          auto row = s.row(i);
-          const S mx = row.head(seen).maxCoeff();
-          row.head(seen) = (row.head(seen).array() - mx).exp();
-          row.head(seen) /= row.head(seen).sum();
-          row.tail(end - seen).setZero();
-        }
-        att.block(0, Eigen::Index(hh) * D, M, D).noalias() = s * V;
-      }
+      write_rows(k_[l], pos_, k);
+      write_rows(v_[l], pos_, v);
+      cached_attention(q, k_[l], v_[l], pos_, c.n_heads, c.n_kv_heads, att);
       blk.o_proj.forward(att, t);
-      x += t;
+      add_into(x, t);
       rms_norm_forward(x, blk.post_attention_layernorm.g, eps, n, rstd);
       blk.gate_proj.forward(n, gate), blk.up_proj.forward(n, up);
       swiglu_forward(gate, up, h);
       blk.down_proj.forward(h, t);
-      x += t;
+      add_into(x, t);
     }
-    pos_ = end;
-    const matrix<S> last = all_logits ? x : matrix<S>(x.bottomRows(1));
+    pos_ += M;
+    matrix_type last;
+    last_rows(x, all_logits ? M : 1, last);
     rms_norm_forward(last, m_.final_norm.g, eps, n, rstd);
-    if (c.tie_word_embeddings) logits_all_.noalias() = n * m_.embed.transpose();
+    if (c.tie_word_embeddings) tied_head_forward(n, m_.embed, logits_all_);
     else m_.lm_head.forward(n, logits_all_);
-    logits_ = logits_all_.bottomRows(1);
+    if constexpr (on_device) host_logits_ = logits_all_.to_host();
+    logits_ = this->all_logits().bottomRows(1);
     return logits_;
   }
 
-  /// (positions fed by the last feed(…, true), V)
-  const matrix<S>& all_logits() const { return logits_all_; }
+  /// (positions fed by the last feed(…, true), V), in host memory.
+  const matrix<S>& all_logits() const {
+    if constexpr (on_device) return host_logits_;
+    else return logits_all_;
+  }
 
  private:
   llama_model<Linear>& m_;
-  std::vector<matrix<S>> k_, v_;
+  std::vector<matrix_type> k_, v_;
   int pos_ = 0;
-  matrix<S> logits_all_;
+  matrix_type logits_all_;
+  matrix<S> host_logits_;  // on a device: logits_all_ copied for sampling and scoring
   row_vector<S> logits_;
 };
 

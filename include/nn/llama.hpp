@@ -217,7 +217,7 @@ class llama_model {
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       if constexpr (bf16_head) {  // the frozen base's products in bf16: the tied head is one of them
-        head_bf16(xf_, logits_, /*embed_transposed=*/true);
+        tied_head_forward_bf16(xf_, embed, logits_, *shared_);
       } else {
         tied_head_forward(xf_, embed, logits_);
       }
@@ -240,8 +240,7 @@ class llama_model {
     if (config.tie_word_embeddings) {
       const core::serial_blas_if_small small(double(xf_.rows()), double(embed.rows()), double(embed.cols()));
       if constexpr (bf16_head) {
-        head_bf16(ws_.dlogits, ws_.dxf, /*embed_transposed=*/false);
-        if (embed_grad.size()) embed_grad.noalias() += ws_.dlogits.transpose() * xf_;
+        tied_head_backward_bf16(xf_, ws_.dlogits, embed, ws_.dxf, embed_grad, *shared_);
       } else {
         tied_head_backward(xf_, ws_.dlogits, embed, ws_.dxf, embed_grad);
       }
@@ -361,26 +360,8 @@ class llama_model {
   /// compute<bf16> layers: the tied LM head's products are bf16 too (as under torch autocast); an untied head stays float.
   static constexpr bool bf16_head = is_bf16_compute<typename Linear::compute_type>;
 
-  /// The tied head's bf16 elements in the shared buffer over M tokens: the embedding (V, C), then its input (M, C)
-  /// or output gradient (M, V).
   std::size_t head_bf16_elements(std::size_t M) const {
-    const std::size_t C = std::size_t(config.dim), V = std::size_t(config.vocab_size);
-    return V * C + M * std::max(C, V);
-  }
-  /// out = a Eᵀ (forward: a = rms_norm(x) (M, C), out = logits (M, V)) or out = a E (backward: a = dL/dlogits (M, V),
-  /// out = dL/d(head input) (M, C)), both operands rounded to bf16 with float accumulation. The embedding is
-  /// converted on every call: it may be trainable, so a copy kept from forward could be stale by the next step.
-  void head_bf16(const matrix<S>& a, matrix<S>& out, bool embed_transposed) {
-    const Eigen::Index M = a.rows(), C = config.dim, V = config.vocab_size;
-    const Eigen::Index K = embed_transposed ? C : V, N = embed_transposed ? V : C;
-    std::vector<std::uint16_t>& buffer = shared_->bf16;
-    if (buffer.size() < head_bf16_elements(std::size_t(M))) buffer = std::vector<std::uint16_t>(head_bf16_elements(std::size_t(M)));
-    std::uint16_t* eb = buffer.data();  // (V, C)
-    std::uint16_t* ab = eb + embed.size();  // (M, K)
-    to_bf16(embed.data(), eb, embed.size());
-    to_bf16(a.data(), ab, M * K);
-    out.resize(M, N);
-    gemm_bf16(M, N, K, ab, K, eb, C, /*b_transposed=*/embed_transposed, out.data(), N, /*accumulate=*/false);
+    return tied_head_bf16_elements(std::size_t(config.vocab_size), std::size_t(config.dim), M);
   }
 
   attention_shape shape() const { return {B_, T_, config.n_heads, config.n_kv_heads, config.head_dim()}; }

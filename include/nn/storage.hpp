@@ -9,6 +9,8 @@
 // operation unqualified (rms_norm_forward, attention_backward, add_into, …): the host functions are found in nn::,
 // a device storage's by argument-dependent lookup in its own namespace. One forward and backward, two executors.
 // A linear layer names its storage with `using storage = …`; one that does not is on the host.
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "nn/linear.hpp"
@@ -74,6 +76,45 @@ void tied_head_forward(const matrix<S>& x, const matrix<S>& embed, matrix<S>& lo
 template <class S>
 void tied_head_backward(const matrix<S>& x, const matrix<S>& dlogits, const matrix<S>& embed, matrix<S>& dx, matrix<S>& embed_grad) {
   dx.noalias() = dlogits * embed;
+  if (embed_grad.size()) embed_grad.noalias() += dlogits.transpose() * x;
+}
+
+
+// ---- the tied head of a compute<bf16> model (its products are the frozen base's: bf16 operands) ------------------
+
+/// The tied head's bf16 elements in the shared buffer over M tokens: the embedding (V, C), then its input (M, C) or
+/// output gradient (M, V).
+inline std::size_t tied_head_bf16_elements(std::size_t V, std::size_t C, std::size_t M) { return V * C + M * std::max(C, V); }
+
+namespace detail {
+/// out = a Eᵀ (forward: a = rms_norm(x) (M, C), out = logits (M, V)) or out = a E (backward: a = dL/dlogits (M, V),
+/// out = dL/d(head input) (M, C)), both operands rounded to bf16 with float accumulation. The embedding is converted
+/// on every call: it may be trainable, so a copy kept from forward could be stale by the next step.
+template <class S>
+void tied_head_product_bf16(const matrix<S>& a, const matrix<S>& embed, matrix<S>& out, bool embed_transposed, shared_workspace<S>& shared) {
+  const Eigen::Index M = a.rows(), C = embed.cols(), V = embed.rows();
+  const Eigen::Index K = embed_transposed ? C : V, N = embed_transposed ? V : C;
+  const std::size_t need = tied_head_bf16_elements(std::size_t(V), std::size_t(C), std::size_t(M));
+  if (shared.bf16.size() < need) shared.bf16 = std::vector<std::uint16_t>(need);
+  std::uint16_t* eb = shared.bf16.data();  // (V, C)
+  std::uint16_t* ab = eb + embed.size();   // (M, K)
+  to_bf16(embed.data(), eb, embed.size());
+  to_bf16(a.data(), ab, M * K);
+  out.resize(M, N);
+  gemm_bf16(M, N, K, ab, K, eb, C, /*b_transposed=*/embed_transposed, out.data(), N, /*accumulate=*/false);
+}
+}  // namespace detail
+
+/// logits (M, V) = bf16(x) bf16(E)ᵀ, float accumulation.
+template <class S>
+void tied_head_forward_bf16(const matrix<S>& x, const matrix<S>& embed, matrix<S>& logits, shared_workspace<S>& shared) {
+  detail::tied_head_product_bf16(x, embed, logits, /*embed_transposed=*/true, shared);
+}
+/// dx (M, C) = bf16(dlogits) bf16(E); with a trainable embedding, embed_grad += dlogitsᵀ x in float.
+template <class S>
+void tied_head_backward_bf16(const matrix<S>& x, const matrix<S>& dlogits, const matrix<S>& embed, matrix<S>& dx, matrix<S>& embed_grad,
+                             shared_workspace<S>& shared) {
+  detail::tied_head_product_bf16(dlogits, embed, dx, /*embed_transposed=*/false, shared);
   if (embed_grad.size()) embed_grad.noalias() += dlogits.transpose() * x;
 }
 

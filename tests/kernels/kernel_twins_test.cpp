@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The 4-bit GEMV and the fused LoRA kernels' arithmetic (kernels/gemv_4bit_lane.hpp, kernels/lora_fused_threads.hpp)
-// run on the CPU in the kernels' own order — lane by lane, thread by thread, the warp's and the block's trees, the
+// The 4-bit GEMV, fused LoRA and tiled attention kernels' arithmetic (kernels/gemv_4bit_lane.hpp,
+// kernels/lora_fused_threads.hpp, kernels/attention_tiled_row.hpp) run on the CPU in the kernels' own order — lane by lane, thread by thread, the warp's and the block's trees, the
 // dA chunks — against plain references: their indexing, nibble order and dropout mask are tested on every machine.
 // Where a device exists, each kernel against its twin bit for bit (cuBLAS parts within 1e-5 relative), and the bf16
 // frozen linear against a CPU product of the same bf16-rounded operands (1e-5: float32 sums in another order).
@@ -13,6 +13,8 @@
 #include <cuda_runtime.h>
 
 #include "core/bf16.hpp"
+#include "attention_tiled.cuh"
+#include "attention_tiled_row.hpp"
 #include "gemv_4bit.cuh"
 #include "gemv_4bit_lane.hpp"
 #include "kernel_test_support.hpp"
@@ -20,6 +22,7 @@
 #include "lora/lora_linear.hpp"
 #include "lora_fused.cuh"
 #include "lora_fused_threads.hpp"
+#include "nn/attention.hpp"
 #include "quant/blockwise_tensor.hpp"
 
 using namespace loralab::kernel_testing;
@@ -120,6 +123,34 @@ struct lora_reference {
   }
 };
 
+
+/// out (B·T, H·D) as attention_tiled_kernel computes it: each row's online softmax over the 16-key tiles of keys ≤ t.
+std::vector<float> attention_tiled_twin(const cu::attention_dims& a, const fmat& q, const fmat& k, const fmat& v) {
+  const int T = a.seq, H = a.heads, D = a.head_dim, group = a.heads / a.kv_heads;
+  const float scale = 1.0f / std::sqrt(float(D));
+  std::vector<float> out(std::size_t(q.size()));
+  for (int b = 0; b < a.batch; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int t = 0; t < T; ++t) {
+        float m = -INFINITY, l = 0.0f, acc[cu::tiled_max_head_dim];
+        for (float& x : acc) x = 0.0f;
+        const float* qr = q.data() + (std::size_t(b) * T + t) * q.cols() + std::size_t(h) * D;
+        for (int j0 = 0; j0 <= t; j0 += cu::tiled_keys) {
+          const std::size_t first = (std::size_t(b) * T + j0) * k.cols() + std::size_t(h / group) * D;
+          cu::online_softmax_tile<cu::tiled_max_head_dim>(qr, 1, k.data() + first, v.data() + first, int(k.cols()),
+                                                          std::min(cu::tiled_keys, t - j0 + 1), D, scale, m, l, acc);
+        }
+        for (int d = 0; d < D; ++d) out[(std::size_t(b) * T + t) * q.cols() + std::size_t(h) * D + d] = acc[d] / l;
+      }
+  return out;
+}
+
+/// nn::attention_forward's out for the same shape.
+fmat attention_reference(const cu::attention_dims& a, const fmat& q, const fmat& k, const fmat& v) {
+  fmat probs, out;
+  loralab::nn::attention_forward(loralab::nn::attention_shape{a.batch, a.seq, a.heads, a.kv_heads, a.head_dim}, q, k, v, probs, out);
+  return out;
+}
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(kernel_twins_on_the_cpu)
@@ -165,6 +196,16 @@ BOOST_AUTO_TEST_CASE(fused_lora_twins_are_the_cpu_adapter) {
     }
 }
 
+// The tiled attention's online softmax over 16-key tiles against nn::attention_forward: T = 70 (a part tile and a
+// part block of 32 rows), 6 query heads over 2 kv heads, head_dim 40 (under the kernel's 64).
+BOOST_AUTO_TEST_CASE(tiled_attention_twin_is_the_cpu_attention) {
+  const cu::attention_dims a{2, 70, 6, 2, 40};
+  const fmat q = random_matrix(a.batch * a.seq, a.heads * a.head_dim, 750), k = random_matrix(a.batch * a.seq, a.kv_heads * a.head_dim, 751);
+  const fmat v = random_matrix(a.batch * a.seq, a.kv_heads * a.head_dim, 752);
+  const fmat ref = attention_reference(a, q, k, v);
+  BOOST_TEST(relative_error(attention_tiled_twin(a, q, k, v), ref.data(), ref.size()) < 1e-5);
+}
+
 // The limits are refused before any launch, so this runs without a device too.
 BOOST_AUTO_TEST_CASE(kernel_limits_are_refused) {
   const cu::weight_4bit odd{cu::code4::nf4, 64, nullptr, nullptr, 4, 12};
@@ -174,6 +215,7 @@ BOOST_AUTO_TEST_CASE(kernel_limits_are_refused) {
   BOOST_TEST(cu::lora_backward_fused(nullptr, nullptr, nullptr, 4, 8, 8, 0, nullptr, nullptr, 1.0f, {}, nullptr, nullptr, nullptr, nullptr,
                                      nullptr) == cudaErrorInvalidValue,
              "r = 0");
+  BOOST_TEST(cu::attention_forward_tiled({1, 4, 2, 2, 160}, nullptr, nullptr, nullptr, nullptr) == cudaErrorInvalidValue, "head_dim > 128");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -226,6 +268,22 @@ BOOST_AUTO_TEST_CASE(fused_lora_is_its_twin_bit_for_bit) {
   BOOST_TEST(relative_error(host_copy(gdB, B.size()), dB_ref.data(), dB_ref.size()) < 1e-5, "dB");
   for (void* q : {(void*)gx, (void*)gA, (void*)gB, (void*)gy, (void*)gdy, (void*)gdx, (void*)gh, (void*)gdh, (void*)gdA, (void*)gdB}) cudaFree(q);
   cublasDestroy(h);
+}
+
+// The tiled attention kernel against the CPU's attention: head_dim 40 (the 64 instance) and 80 (the 128 one), T = 300.
+BOOST_AUTO_TEST_CASE(tiled_attention_matches_the_cpu) {
+  for (const int D : {40, 80}) {
+    const cu::attention_dims a{2, 300, 4, 2, D};
+    const fmat q = random_matrix(a.batch * a.seq, a.heads * D, 760 + D), k = random_matrix(a.batch * a.seq, a.kv_heads * D, 761 + D);
+    const fmat v = random_matrix(a.batch * a.seq, a.kv_heads * D, 762 + D);
+    const fmat ref = attention_reference(a, q, k, v);
+    float *gq = device_copy(values_of(q)), *gk = device_copy(values_of(k)), *gv = device_copy(values_of(v)), *go = nullptr;
+    cudaMalloc(&go, std::size_t(q.size()) * 4);
+    BOOST_TEST_REQUIRE(cu::attention_forward_tiled(a, gq, gk, gv, go) == cudaSuccess);
+    BOOST_TEST_REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    BOOST_TEST(relative_error(host_copy(go, std::size_t(q.size())), ref.data(), ref.size()) < 1e-5, "head_dim " << D);
+    for (void* p : {(void*)gq, (void*)gk, (void*)gv, (void*)go}) cudaFree(p);
+  }
 }
 
 // bf16 operands, float32 accumulation: y = bf16(x) · bf16(W)ᵀ and dx = bf16(dy) · bf16(W) against Eigen over the same
