@@ -13,6 +13,17 @@ namespace {
 constexpr int threads = 128;
 using block_reduce = cub::BlockReduce<float, threads>;
 
+/// The block's max (or sum) of every thread's v, returned to every thread; tmp and slot are free again on return.
+template <bool Max>
+__device__ float block_all(float v, block_reduce::TempStorage& tmp, float& slot) {
+  const float r = Max ? block_reduce(tmp).Reduce(v, [](float a, float b) { return fmaxf(a, b); }) : block_reduce(tmp).Sum(v);
+  if (threadIdx.x == 0) slot = r;
+  __syncthreads();
+  const float out = slot;
+  __syncthreads();
+  return out;
+}
+
 /// Row t (= row index mod T) of P from the scores in place: softmax over positions 0..t, zero beyond.
 __global__ void causal_softmax_kernel(float* P, int T) {
   __shared__ block_reduce::TempStorage tmp;
@@ -21,17 +32,10 @@ __global__ void causal_softmax_kernel(float* P, int T) {
   const int t = int(blockIdx.x % unsigned(T));
   float mx = -INFINITY;
   for (int j = threadIdx.x; j <= t; j += threads) mx = fmaxf(mx, row[j]);
-  mx = block_reduce(tmp).Reduce(mx, [](float a, float b) { return fmaxf(a, b); });
-  if (threadIdx.x == 0) shared = mx;
-  __syncthreads();
-  mx = shared;
-  __syncthreads();
+  mx = block_all<true>(mx, tmp, shared);
   float sum = 0;
   for (int j = threadIdx.x; j <= t; j += threads) sum += expf(row[j] - mx);
-  sum = block_reduce(tmp).Sum(sum);
-  if (threadIdx.x == 0) shared = sum;
-  __syncthreads();
-  sum = shared;
+  sum = block_all<false>(sum, tmp, shared);
   for (int j = threadIdx.x; j < T; j += threads) row[j] = j <= t ? expf(row[j] - mx) / sum : 0.0f;
 }
 
@@ -43,10 +47,7 @@ __global__ void softmax_backward_kernel(const float* P, float* dP, int T, float 
   const int t = int(blockIdx.x % unsigned(T));
   float dot = 0;
   for (int j = threadIdx.x; j <= t; j += threads) dot += P[off + j] * dP[off + j];
-  dot = block_reduce(tmp).Sum(dot);
-  if (threadIdx.x == 0) shared = dot;
-  __syncthreads();
-  dot = shared;
+  dot = block_all<false>(dot, tmp, shared);
   for (int j = threadIdx.x; j < T; j += threads) dP[off + j] = j <= t ? P[off + j] * (dP[off + j] - dot) * scale : 0.0f;
 }
 
@@ -67,17 +68,10 @@ __global__ void cached_attention_kernel(const float* q, const float* kc, const f
     s[j] = dot * scale;
     mx = fmaxf(mx, s[j]);
   }
-  mx = block_reduce(tmp).Reduce(mx, [](float a, float b) { return fmaxf(a, b); });
-  if (threadIdx.x == 0) shared = mx;
-  __syncthreads();
-  mx = shared;
-  __syncthreads();
+  mx = block_all<true>(mx, tmp, shared);
   float sum = 0;
   for (int j = threadIdx.x; j < seen; j += threads) sum += (s[j] = expf(s[j] - mx));
-  sum = block_reduce(tmp).Sum(sum);
-  if (threadIdx.x == 0) shared = sum;
-  __syncthreads();
-  const float inv = 1.0f / shared;
+  const float inv = 1.0f / block_all<false>(sum, tmp, shared);
   for (int d = threadIdx.x; d < D; d += threads) {
     float acc = 0;
     for (int j = 0; j < seen; ++j) acc += s[j] * vc[std::size_t(j) * kv + std::size_t(kvh) * D + d];
