@@ -60,7 +60,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${LORALAB_CMAKE_ARGS:-} >/dev/nul
 # Build times measured from scratch on 2 cores (AMD EPYC Zen 4, GCC 12): the main job is one translation unit.
 jobs=$(nproc)
 if [ "$all" = 1 ]; then
-  echo "setup: building every program, bench and test suite (about 12 min from scratch on 2 cores)"
+  echo "setup: building every program, bench and test suite (about 40 min from scratch on 2 cores)"
   targets=()
 else
   echo "setup: building lora_vs_qlora (about 2 min from scratch; scripts/setup.sh --all builds everything)"
