@@ -63,7 +63,7 @@ if [ "$all" = 1 ]; then
   echo "setup: building every program, bench and test suite (about 40 min from scratch on 2 cores)"
   targets=()
 else
-  echo "setup: building lora_vs_qlora (about 2 min from scratch; scripts/setup.sh --all builds everything)"
+  echo "setup: building lora_vs_qlora (about 3½ min from scratch; scripts/setup.sh --all builds everything)"
   targets=(--target lora_vs_qlora)
 fi
 # Drops the progress lines of make and ninja; whatever else the build prints (warnings, errors) passes through.
