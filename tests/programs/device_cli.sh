@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # --device on the command line of every program (experiment/cli.hpp): a bad value, and cuda on a program with no CUDA
 # path, are usage errors (exit 2) naming the flag; on the training programs cuda says why it cannot run here (a build
-# without CUDA, or no device), before any work and with nothing written; so does perplexity. Where a GPU exists, finetune
+# without CUDA, or no device), before any work and with nothing written; so do perplexity and generate. Where a GPU exists, finetune
 # and rank_ablation train on it: exit 0, PEFT files written, the losses within 1e-3 of the CPU run's, an int8 base refused
 # by name; perplexity scores there (mean NLL within 1e-5 of the CPU's) and generate writes the CPU's greedy text with
 # the adapter just trained.
@@ -45,6 +45,9 @@ if grep -qE "no CUDA device is usable here|this build has no CUDA" "$tmp/ra.log"
   "${px[@]}" --device cuda >"$tmp/px.log" 2>&1
   expect "perplexity --device cuda without a GPU: exit 2" test $? -eq 2
   expect "... says why" grep -qE "perplexity: --device cuda: (no CUDA device is usable here|this build has no CUDA)" "$tmp/px.log"
+  "$E/generate" --model "$M/stories260K.bin" --tokenizer "$M/tok512.model" --max-new-tokens 4 --device cuda >"$tmp/gen.log" 2>&1
+  expect "generate --device cuda without a GPU: exit 2" test $? -eq 2
+  expect "... says why" grep -qE "generate: --device cuda: (no CUDA device is usable here|this build has no CUDA)" "$tmp/gen.log"
   echo "note: no usable CUDA device here ($(grep -oE '(no CUDA device|this build has no CUDA)[^;]*' "$tmp/ra.log" | head -1)): the GPU runs are not checked"
 else
   expect "rank_ablation --quick --device cuda exits 0 on the GPU" test $rc -eq 0
