@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <vector>
 
-#include <cub/block/block_reduce.cuh>
+#include "block_reduce.cuh"
 
 namespace loralab::cuda {
 namespace {
@@ -13,15 +13,9 @@ namespace {
 constexpr int threads = 128;
 using block_reduce = cub::BlockReduce<float, threads>;
 
-/// The block's max (or sum) of every thread's v, returned to every thread; tmp and slot are free again on return.
 template <bool Max>
 __device__ float block_all(float v, block_reduce::TempStorage& tmp, float& slot) {
-  const float r = Max ? block_reduce(tmp).Reduce(v, [](float a, float b) { return fmaxf(a, b); }) : block_reduce(tmp).Sum(v);
-  if (threadIdx.x == 0) slot = r;
-  __syncthreads();
-  const float out = slot;
-  __syncthreads();
-  return out;
+  return block_reduce_all<threads, Max>(v, tmp, slot);
 }
 
 /// Row t (= row index mod T) of P from the scores in place: softmax over positions 0..t, zero beyond.

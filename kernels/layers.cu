@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "layers.cuh"
 
-#include <cub/block/block_reduce.cuh>
+#include "block_reduce.cuh"
+#include "grid.cuh"
 
 namespace loralab::cuda {
 namespace {
@@ -9,22 +10,9 @@ namespace {
 constexpr int threads = 256;
 using block_reduce = cub::BlockReduce<float, threads>;
 
-/// Σ over the block of v, known to every thread.
-__device__ float block_sum(float v, block_reduce::TempStorage& tmp, float& shared) {
-  const float s = block_reduce(tmp).Sum(v);
-  if (threadIdx.x == 0) shared = s;
-  __syncthreads();
-  const float r = shared;
-  __syncthreads();
-  return r;
-}
+__device__ float block_sum(float v, block_reduce::TempStorage& tmp, float& shared) { return block_reduce_all<threads>(v, tmp, shared); }
 __device__ float block_max(float v, block_reduce::TempStorage& tmp, float& shared) {
-  const float s = block_reduce(tmp).Reduce(v, [](float a, float b) { return fmaxf(a, b); });
-  if (threadIdx.x == 0) shared = s;
-  __syncthreads();
-  const float r = shared;
-  __syncthreads();
-  return r;
+  return block_reduce_all<threads, true>(v, tmp, shared);
 }
 
 __global__ void rms_forward_kernel(const float* x, const float* g, float eps, int C, float* y, float* rstd) {
@@ -108,10 +96,7 @@ __global__ void cross_entropy_kernel(const float* logits, const int* targets, in
   for (int j = threadIdx.x; j < V; j += threads) dlogits[row + j] = expf(logits[row + j] - lse) / denominator - (j == t ? 1.0f / denominator : 0.0f);
 }
 
-unsigned grid_for(std::size_t n) {
-  const std::size_t g = (n + threads - 1) / threads;
-  return unsigned(g < 65535 ? g : 65535);
-}
+unsigned grid_for(std::size_t n) { return cuda::grid_for(n, threads); }
 
 }  // namespace
 

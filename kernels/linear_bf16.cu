@@ -2,6 +2,7 @@
 #include "linear_bf16.cuh"
 
 #include "core/bf16.hpp"
+#include "grid.cuh"
 #include "quant_8bit.cuh"
 #include "tiles.cuh"
 
@@ -24,8 +25,7 @@ cudaError_t for_each_bf16_tile(const weight_4bit& w, std::uint16_t* tile, int ti
 
 cudaError_t to_bf16(const float* x, std::size_t n, std::uint16_t* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const std::size_t blocks = (n + 255) / 256;
-  to_bf16_kernel<<<unsigned(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(x, n, out);
+  to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(x, n, out);
   return cudaGetLastError();
 }
 

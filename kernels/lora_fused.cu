@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "lora_fused.cuh"
 
+#include "grid.cuh"
 #include "lora_fused_threads.hpp"
 
 namespace loralab::cuda {
@@ -8,15 +9,7 @@ namespace {
 
 constexpr int down_threads = lora_down_threads, dA_threads = 128, dA_chunk = lora_dA_chunk, dx_threads = 256;
 
-lora_drop drop_of(const dropout_mask& d) {
-  if (d.p <= 0) return {};
-  return {d.seed, lora::drop_threshold(d.p), d.first, float(1.0 / (1.0 - d.p))};
-}
-
-unsigned grid_for(std::size_t n, int threads) {
-  const std::size_t g = (n + threads - 1) / threads;
-  return unsigned(g < 65535 ? g : 65535);
-}
+lora_drop drop_of(const dropout_mask& d) { return make_lora_drop(d.p, d.seed, d.first); }
 
 template <int R>
 __global__ void lora_down_kernel(const float* __restrict x, const float* __restrict A, int K, int r, lora_drop d, float* __restrict h) {

@@ -27,6 +27,12 @@ struct lora_drop {
   float keep = 1.0f;
 };
 
+/// The step's dropout at probability p (p ≤ 0: none), as lora_linear draws it.
+inline lora_drop make_lora_drop(double p, std::uint64_t seed, std::uint64_t first) {
+  if (p <= 0) return {};
+  return {seed, lora::drop_threshold(p), first, float(1.0 / (1.0 - p))};
+}
+
 LORALAB_HOST_DEVICE float dropped_value(const lora_drop& d, std::uint64_t index, float x) {
   return d.threshold == 0 ? x : lora::dropout_factor(d.seed, d.first + index, d.threshold, d.keep) * x;
 }

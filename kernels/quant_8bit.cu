@@ -4,6 +4,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "core/bf16.hpp"
+#include "grid.cuh"
 #include "quant/codec.hpp"
 #include "quant/codebooks.hpp"
 
@@ -80,10 +81,7 @@ __global__ void dequantize_4bit_kernel(const std::uint8_t* codes, Absmax am_of, 
   }
 }
 
-unsigned grid_for(std::size_t items) {
-  const std::size_t g = (items + 255) / 256;
-  return unsigned(g < 65535 ? g : 65535);
-}
+unsigned grid_for(std::size_t items) { return cuda::grid_for(items, 256); }
 
 template <class Absmax, class Out, class Convert>
 cudaError_t launch_dequantize_4bit(code4 type, int block, const std::uint8_t* codes, Absmax am, std::size_t n, Out* out, Convert convert,

@@ -4,6 +4,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/device/device_reduce.cuh>
 
+#include "grid.cuh"
 #include "lora/dropout_mask.hpp"
 
 namespace loralab::cuda {
@@ -11,7 +12,6 @@ namespace {
 
 constexpr int threads = 256;
 
-unsigned blocks_for(std::size_t n) { return unsigned((n + threads - 1) / threads); }
 
 template <bool Accumulate>
 __global__ void dropout_kernel(const float* __restrict in, float* __restrict out, std::size_t n, std::uint64_t seed,
@@ -35,8 +35,6 @@ struct square {
 struct plus {
   __device__ double operator()(double a, double b) const { return a + b; }
 };
-
-constexpr unsigned max_blocks = 65535;
 
 /// fmaxf as a reduction: the max of the non-NaN values (NaN only when all are), whatever the order.
 struct fmax_op {
@@ -80,7 +78,7 @@ __global__ void adamw8bit_32bit_kernel(float* __restrict p, float* __restrict s1
 cudaError_t lora_dropout(const float* in, float* out, std::size_t n, std::uint64_t seed, std::uint64_t threshold, float keep,
                          std::uint64_t first, bool accumulate, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = blocks_for(n) < max_blocks ? blocks_for(n) : max_blocks;
+  const unsigned blocks = grid_for(n, threads);
   if (accumulate) dropout_kernel<true><<<blocks, threads, 0, stream>>>(in, out, n, seed, threshold, keep, first);
   else dropout_kernel<false><<<blocks, threads, 0, stream>>>(in, out, n, seed, threshold, keep, first);
   return cudaGetLastError();
@@ -100,7 +98,7 @@ cudaError_t sum_of_squares(const float* g, std::size_t n, double* out, cudaStrea
 cudaError_t adamw_step(float* p, float* m, float* v, const float* g, std::size_t n, const train::adamw_step_constants& c,
                        cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = blocks_for(n) < max_blocks ? blocks_for(n) : max_blocks;
+  const unsigned blocks = grid_for(n, threads);
   adamw_kernel<<<blocks, threads, 0, stream>>>(p, m, v, g, n, c);
   return cudaGetLastError();
 }

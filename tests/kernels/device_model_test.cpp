@@ -28,6 +28,7 @@
 #include "nn/tokenizer.hpp"
 #include "quant_4bit.cuh"
 #include "expect_error.hpp"
+#include "kernel_test_support.hpp"
 #include "test_support.hpp"
 #include "train/trainer.hpp"
 
@@ -36,13 +37,8 @@ using namespace loralab;
 namespace {
 const std::string source = LORALAB_SOURCE_DIR, shared = LORALAB_SHARED_DIR;
 
-boost::test_tools::assertion_result has_device(boost::unit_test::test_unit_id) {
-  std::string why;
-  if (cuda::device_available(&why)) return true;
-  boost::test_tools::assertion_result r(false);
-  r.message() << "no CUDA device (" << why << ")";
-  return r;
-}
+using kernel_testing::has_device;
+using kernel_testing::relative_error;
 
 const nn::model_file& stories() {
   static const nn::model_file f = nn::read_llama2c(source + "/models/stories260K.bin");
@@ -72,9 +68,11 @@ data::prepared_dataset quotes(int batch_size) {
   return data::prepare_dataset(dc, *tok);
 }
 
-double max_rel(const nn::matrix<float>& a, const nn::matrix<float>& b) {
-  const double scale = std::max(1e-30, double(b.cwiseAbs().maxCoeff()));
-  return double((a - b).cwiseAbs().maxCoeff()) / scale;
+/// relative_error of two same-shaped float arrays (an adapter gradient, a logits matrix).
+template <class A, class B>
+double max_rel(const A& a, const B& b) {
+  BOOST_TEST_REQUIRE(a.size() == b.size());
+  return relative_error(a.data(), b.data(), std::size_t(b.size()));
 }
 
 /// One forward + loss + backward of the host model and its device twin on the same batch and masks: logits and
@@ -111,8 +109,8 @@ void one_step_matches(lora::lora_model<Base>& host, bool checkpointing, double t
   });
   std::size_t i = 0;
   lora::for_each_adapter(dev, [&](const std::string& key, auto& a, auto&) {
-    BOOST_TEST(max_rel(Eigen::Map<const nn::matrix<float>>(a.dA.data(), a.dA.rows(), a.dA.cols()), grads_host[i++]) < tol, key << " dA");
-    BOOST_TEST(max_rel(Eigen::Map<const nn::matrix<float>>(a.dB.data(), a.dB.rows(), a.dB.cols()), grads_host[i++]) < tol, key << " dB");
+    BOOST_TEST(max_rel(a.dA, grads_host[i++]) < tol, key << " dA");
+    BOOST_TEST(max_rel(a.dB, grads_host[i++]) < tol, key << " dB");
   });
   BOOST_TEST(i == grads_host.size());
 }
@@ -138,12 +136,6 @@ void loss_curve_matches(lora::lora_model<Base>& host) {
   BOOST_TEST(d.step_losses.back() < d.step_losses.front(), "the device run learns");
 }
 
-double max_relative(const float* a, const float* b, std::size_t n) {
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
-  return worst / std::max(scale, 1e-30);
-}
-
 /// Inference through nn::kv_cache_decoder on the device against the host, an adapter (r 8, B nonzero) applied in eval
 /// mode: a 40-token sequence's logits, 8 prompt tokens fed at once and then one at a time (M = 1: the 4-bit GEMV on a
 /// quantized base, attention over the device cache), within 1e-4 relative; 24 greedy tokens the same ids; the
@@ -166,11 +158,11 @@ void decoding_matches(Host host) {
   nn::kv_cache_decoder<typename Host::linear_type> hd(host);
   nn::kv_cache_decoder<typename decltype(dev)::linear_type> dd(dev);
   hd.feed(std::span<const int>(ids.data(), 8), true), dd.feed(std::span<const int>(ids.data(), 8), true);
-  BOOST_TEST(max_relative(dd.all_logits().data(), hd.all_logits().data(), std::size_t(hd.all_logits().size())) < 1e-4, "prompt logits");
+  BOOST_TEST(max_rel(dd.all_logits(), hd.all_logits()) < 1e-4, "prompt logits");
   for (std::size_t t = 8; t < ids.size(); ++t) {
     const auto& hl = hd.feed(std::span<const int>(&ids[t], 1));
     const auto& dl = dd.feed(std::span<const int>(&ids[t], 1));
-    BOOST_TEST(max_relative(dl.data(), hl.data(), std::size_t(hl.size())) < 1e-4, "position " << t);
+    BOOST_TEST(max_rel(dl, hl) < 1e-4, "position " << t);
   }
   nn::generation_options o;
   o.max_new_tokens = 24;

@@ -57,12 +57,13 @@ T* device_copy(const std::vector<T>& h) {
   return d;
 }
 
-/// max |a − b| / max |b|: the layers' tolerance measure.
-inline double relative_error(const std::vector<float>& a, const float* b, std::size_t n) {
+/// max |a − b| / max |b| over n elements: the layers' tolerance measure.
+inline double relative_error(const float* a, const float* b, std::size_t n) {
   double worst = 0, scale = 0;
   for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(b[i])));
   return worst / std::max(scale, 1e-30);
 }
+inline double relative_error(const std::vector<float>& a, const float* b, std::size_t n) { return relative_error(a.data(), b, n); }
 using fmat = nn::matrix<float>;
 inline fmat random_matrix(int rows, int cols, std::uint64_t salt, float sd = 1.0f) {
   const auto v = normal_values(std::size_t(rows) * cols, salt, sd);

@@ -59,11 +59,6 @@ std::vector<float> gemv_twin(const std::vector<std::uint8_t>& codes, const std::
   return y;
 }
 
-cu::lora_drop drop_of(double p, std::uint64_t seed, std::uint64_t first) {
-  if (p <= 0) return {};
-  return {seed, loralab::lora::drop_threshold(p), first, float(1.0 / (1.0 - p))};
-}
-
 /// h (M, r) as lora_down_kernel computes it: each row's 128 thread partials, then the block's tree.
 std::vector<float> lora_down_twin(const fmat& x, const fmat& A, int r, const cu::lora_drop& d) {
   constexpr int T = cu::lora_down_threads, R = 64;
@@ -182,7 +177,7 @@ BOOST_AUTO_TEST_CASE(fused_lora_twins_are_the_cpu_adapter) {
   for (const int r : {8, 12})
     for (const double p : {0.1, 0.0}) {
       const std::uint64_t seed = 0xC0FFEEull + r, first = 3 * 200;
-      const cu::lora_drop d = drop_of(p, seed, first);
+      const cu::lora_drop d = cu::make_lora_drop(p, seed, first);
       const fmat x = random_matrix(M, K, 710 + r), A = random_matrix(r, K, 711, 0.05f), dh = random_matrix(M, r, 712);
       const fmat dA0 = random_matrix(r, K, 713, 0.01f), dx0 = random_matrix(M, K, 714, 0.01f);
       const lora_reference ref(x, A, dh, dx0, p, seed, first);
@@ -243,7 +238,7 @@ BOOST_AUTO_TEST_CASE(fused_lora_is_its_twin_bit_for_bit) {
   const double p = 0.05;
   const float s = 2.0f;
   const loralab::cuda::dropout_mask drop{p, 0xBEEFull, 1024};
-  const cu::lora_drop d = drop_of(p, drop.seed, drop.first);
+  const cu::lora_drop d = cu::make_lora_drop(p, drop.seed, drop.first);
   const fmat x = random_matrix(M, K, 730), A = random_matrix(r, K, 731, 0.05f), B = random_matrix(N, r, 732, 0.05f);
   const fmat y0 = random_matrix(M, N, 733), dy = random_matrix(M, N, 734), dx0 = random_matrix(M, K, 735, 0.01f);
   float *gx = device_copy(values_of(x)), *gA = device_copy(values_of(A)), *gB = device_copy(values_of(B)), *gy = device_copy(values_of(y0));
