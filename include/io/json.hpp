@@ -5,9 +5,13 @@
 // dump(), comparison and copying of the tree recurse once per level, so a file of 10^5 '[' would overflow the stack
 // later; nesting is refused while parsing, before that level is built. Every error is a loralab::error that names
 // the file (and the key, where there is one).
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +43,36 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& where
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": not valid JSON: ", e.what());
   }
+}
+
+/// The integer a JSON value holds, as T: an integer, or a float with an integral value (some writers emit 8.0),
+/// within T's range. Anything else (1e200, 8.5, "8", true, null) throws loralab::error "<where>: key '<key>' is
+/// <value>, not an integer in [min, max]" — nlohmann's get<int>() would cast 1e200 (undefined behaviour) or
+/// truncate 8.5 without a word.
+template <class T, class Json>
+T json_integer(const Json& v, const std::string& where, std::string_view key) {
+  static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "json_integer reads integer types");
+  using lim = std::numeric_limits<T>;
+  bool ok = false;
+  T out{};
+  if (v.is_number_unsigned()) {
+    const auto x = v.template get<std::uint64_t>();
+    ok = x <= static_cast<std::uint64_t>(lim::max());
+    out = static_cast<T>(x);
+  } else if (v.is_number_integer()) {
+    const auto x = v.template get<std::int64_t>();
+    ok = x >= static_cast<std::int64_t>(lim::min()) &&
+         (x < 0 || static_cast<std::uint64_t>(x) <= static_cast<std::uint64_t>(lim::max()));
+    out = static_cast<T>(x);
+  } else if (v.is_number_float()) {
+    const double x = v.template get<double>();
+    // [min, max + 1) as doubles: both bounds are powers of two (or zero), so exact.
+    const double lo = static_cast<double>(lim::min()), hi = 2.0 * static_cast<double>(lim::max() / 2 + 1);
+    ok = std::isfinite(x) && std::trunc(x) == x && x >= lo && x < hi;
+    if (ok) out = static_cast<T>(x);
+  }
+  if (!ok) fail(where, ": key '", key, "' is ", v.dump(), ", not an integer in [", +lim::min(), ", ", +lim::max(), "]");
+  return out;
 }
 
 }  // namespace loralab::io

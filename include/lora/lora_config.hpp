@@ -23,6 +23,8 @@ inline lora_init parse_lora_init(std::string_view s) {
 }
 
 struct lora_config {
+  /// Beyond this alpha / r scales every update past what float adapters hold (real configs use 8 … 512).
+  static constexpr double max_alpha = 1e6;
   int r = 8;
   double alpha = 16;
   double dropout = 0.05;
@@ -34,7 +36,7 @@ struct lora_config {
 
   void validate() const {
     LORALAB_CHECK(r > 0, "--r (LoRA rank) must be > 0, got ", r);
-    LORALAB_CHECK(alpha > 0, "--alpha (LoRA alpha) must be > 0, got ", alpha);
+    LORALAB_CHECK(alpha > 0 && alpha <= max_alpha, "--alpha (LoRA alpha) must be in (0, ", max_alpha, "], got ", alpha);
     LORALAB_CHECK(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1), got ", dropout);
   }
   friend std::ostream& operator<<(std::ostream& os, const lora_config& c) {

@@ -113,7 +113,7 @@ inline loaded_adapter_config read_adapter_config(const std::filesystem::path& di
   if (peft_type != "\"LORA\"") fail(where, ": key 'peft_type' is ", peft_type, "; only \"LORA\" adapters are supported");
   loaded_adapter_config out;
   try {
-    out.config.r = j.at("r").get<int>();
+    out.config.r = io::json_integer<int>(j.at("r"), where, "r");
     out.config.alpha = j.at("lora_alpha").get<double>();
     out.config.dropout = j.value("lora_dropout", 0.0);
     out.config.use_rslora = j.value("use_rslora", false);
@@ -126,20 +126,28 @@ inline loaded_adapter_config read_adapter_config(const std::filesystem::path& di
       out.targets.how = target_spec::kind::names;
       out.targets.names = tm.get<std::vector<std::string>>();
     }
-    if (j.contains("rank_pattern") && j.at("rank_pattern").is_object()) out.rank_pattern = j.at("rank_pattern").get<std::map<std::string, int>>();
+    if (j.contains("rank_pattern") && j.at("rank_pattern").is_object())
+      for (const auto& [module, r] : j.at("rank_pattern").items())
+        out.rank_pattern[module] = io::json_integer<int>(r, where, "rank_pattern." + module);
     if (j.contains("alpha_pattern") && j.at("alpha_pattern").is_object()) out.alpha_pattern = j.at("alpha_pattern").get<std::map<std::string, double>>();
+    // the refused features, read here too: a mistyped one ("use_dora": 3) is a mistyped field
+    LORALAB_CHECK(!j.value("use_dora", false), where, ": use_dora=true (DoRA) is not supported");
+    LORALAB_CHECK(j.value("bias", std::string("none")) == "none", where, ": bias other than \"none\" is not supported");
+    LORALAB_CHECK(!j.value("fan_in_fan_out", false), where, ": fan_in_fan_out=true does not apply to Llama's linear layers");
+    LORALAB_CHECK(!j.contains("modules_to_save") || j.at("modules_to_save").is_null(), where, ": modules_to_save is not supported");
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": missing or mistyped field: ", e.what());
   }
-  LORALAB_CHECK(!j.value("use_dora", false), where, ": use_dora=true (DoRA) is not supported");
-  LORALAB_CHECK(j.value("bias", std::string("none")) == "none", where, ": bias other than \"none\" is not supported");
-  LORALAB_CHECK(!j.value("fan_in_fan_out", false), where, ": fan_in_fan_out=true does not apply to Llama's linear layers");
-  LORALAB_CHECK(!j.contains("modules_to_save") || j.at("modules_to_save").is_null(), where, ": modules_to_save is not supported");
   try {
     out.config.validate();
   } catch (const loralab::error& e) {
     fail(where, ": ", e.what());
   }
+  for (const auto& [module, r] : out.rank_pattern)
+    LORALAB_CHECK(r > 0, where, ": key 'rank_pattern.", module, "' is ", r, ", not a rank > 0");
+  for (const auto& [module, alpha] : out.alpha_pattern)
+    LORALAB_CHECK(alpha > 0 && alpha <= lora_config::max_alpha, where, ": key 'alpha_pattern.", module, "' is ", alpha,
+                  ", not in (0, ", lora_config::max_alpha, "]");
   return out;
 }
 
@@ -181,15 +189,22 @@ loaded_adapter_config load_adapter(lora_model<Base, Rank>& m, const std::filesys
     lora_config c = cfg.config;
     if (const auto* p = pattern_for(cfg.rank_pattern, name)) c.r = cfg.rank_pattern.at(*p);
     if (const auto* p = pattern_for(cfg.alpha_pattern, name)) c.alpha = cfg.alpha_pattern.at(*p);
-    auto a = make_adapter<S, Rank>(c, lin.out_features(), lin.in_features(), rng);
-    const auto read = [&](const char* which, auto& dst) {  // A (r, K) and B (N, r): two types when the rank is fixed
-      const std::string key = "base_model.model." + name + "." + which + ".weight";
+    // the file's shapes checked before anything is allocated: a config's r of 10^9 is refused, not attempted
+    const auto key_of = [&](const char* which) { return "base_model.model." + name + "." + which + ".weight"; };
+    const auto expect_shape = [&](const char* which, std::int64_t rows, std::int64_t cols) {
+      const std::string key = key_of(which);
       LORALAB_CHECK(file.contains(key), where, ": missing adapter key '", key, "'");
       const auto& t = file.at(key);
-      LORALAB_CHECK(t.shape == (std::vector<std::int64_t>{dst.rows(), dst.cols()}), where, ": '", key, "' has shape [",
-                    t.shape.size() > 0 ? t.shape[0] : -1, ", ", t.shape.size() > 1 ? t.shape[1] : -1, "], expected [", dst.rows(),
-                    ", ", dst.cols(), "]");
-      const std::vector<float> v = t.to_float();
+      LORALAB_CHECK(t.shape == (std::vector<std::int64_t>{rows, cols}), where, ": '", key, "' has shape [",
+                    t.shape.size() > 0 ? t.shape[0] : -1, ", ", t.shape.size() > 1 ? t.shape[1] : -1, "], expected [", rows,
+                    ", ", cols, "] (r = ", c.r, " from ", config_path, ")");
+    };
+    expect_shape("lora_A", c.r, lin.in_features());
+    expect_shape("lora_B", lin.out_features(), c.r);
+    auto a = make_adapter<S, Rank>(c, lin.out_features(), lin.in_features(), rng);
+    const auto read = [&](const char* which, auto& dst) {  // A (r, K) and B (N, r): two types when the rank is fixed
+      const std::string key = key_of(which);
+      const std::vector<float> v = file.at(key).to_float();
       dst = Eigen::Map<const nn::matrix<float>>(v.data(), dst.rows(), dst.cols()).template cast<S>();
       used.insert(key);
     };

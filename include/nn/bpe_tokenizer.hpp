@@ -538,12 +538,12 @@ inline bpe_tokenizer bpe_tokenizer::from_json(const std::filesystem::path& path)
       }
       v.tokens[id] = tok, seen[id] = true;
     };
-    for (const auto& [tok, id] : vocab.items()) put(id.get<int>(), tok, "model.vocab");
+    for (const auto& [tok, id] : vocab.items()) put(io::json_integer<int>(id, file, "model.vocab." + tok), tok, "model.vocab");
     std::vector<std::pair<int, token_type>> added;
     if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
       for (const json& a : j["added_tokens"]) {
         const std::string content = detail::json_at(a, "content", file, "added_tokens[].content").get<std::string>();
-        const int id = detail::json_at(a, "id", file, "added_tokens[].id").get<int>();
+        const int id = io::json_integer<int>(detail::json_at(a, "id", file, "added_tokens[].id"), file, "added_tokens[].id");
         for (const char* flag : {"single_word", "lstrip", "rstrip"})
           LORALAB_CHECK(!a.value(flag, false), file, ": added token '", content, "' has ", flag,
                         " = true, which is not supported");

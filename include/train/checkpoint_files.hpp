@@ -155,7 +155,7 @@ inline void metrics_up_to(const std::filesystem::path& path, int step) {
   std::string kept;
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.contains("step") && j.at("step").is_number_integer() && j.at("step").get<int>() <= step)
+    if (j.is_object() && j.contains("step") && j.at("step").is_number_integer() && j.at("step").get<std::int64_t>() <= step)
       kept += line + "\n";
   }
   in.close();

@@ -170,18 +170,18 @@ int resume_from(trainer<Model>& t, const std::filesystem::path& dir, std::ostrea
   LORALAB_CHECK(j.is_object() && j.contains("global_step"), where, ": not a trainer state");
   trainer_state s;
   try {
-    s.global_step = j.at("global_step").get<int>();
+    s.global_step = io::json_integer<int>(j.at("global_step"), where, "global_step");
     s.epoch = j.at("epoch").get<double>();
-    s.seed = j.at("seed").get<std::uint64_t>();
+    s.seed = io::json_integer<std::uint64_t>(j.at("seed"), where, "seed");
     s.step_losses = j.at("step_losses").get<std::vector<double>>();
     for (const auto& e : j.at("log_history")) {
       nlohmann::ordered_json v = e;
-      const int step = v.at("step").get<int>();
+      const int step = io::json_integer<int>(v.at("step"), where, "log_history[].step");
       v.erase("step");
       s.history.push_back({step, v});
     }
     if (!j.at("best_eval_loss").is_null()) s.best_eval_loss = j.at("best_eval_loss").get<double>();
-    s.bad_evals = j.at("bad_evals").get<int>();
+    s.bad_evals = io::json_integer<int>(j.at("bad_evals"), where, "bad_evals");
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": malformed trainer state (", e.what(), ")");
   }

@@ -2,7 +2,10 @@
 // LoRA adapters: gradients against finite differences (dense base in double; quantized bases in float, where
 // the loss is linear in each single coordinate so central differences are exact up to rounding), no-op at
 // init, PEFT's target rules, parameter counts, merge/unmerge/merge_and_unload, PEFT files round trip.
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
@@ -311,6 +314,44 @@ BOOST_AUTO_TEST_CASE(peft_files_round_trip_and_bad_files_are_refused) {
   broken("rank", [&](auto& d) { rewrite_config(d, [](auto& j) { j["r"] = 8; }); });
   broken("dora", [&](auto& d) { rewrite_config(d, [](auto& j) { j["use_dora"] = true; }); });
   broken("no_r", [&](auto& d) { rewrite_config(d, [](auto& j) { j.erase("r"); }); });
+}
+
+// Numbers a hostile adapter_config.json can hold (the fuzzer found "r": 1e200 cast to int): each is refused with
+// the file, the key and the value named, before any adapter is allocated; an integral float (8.0) is read as PEFT
+// would. Mistyped refused-feature flags ("use_dora": 3) are mistyped fields, not escaping nlohmann exceptions.
+BOOST_AUTO_TEST_CASE(adapter_config_numbers_are_checked) {
+  loralab::testing::temp_dir dir;
+  const auto with = [&](const std::string& tag, const std::string& fields) {
+    const auto d = dir.path / tag;
+    std::filesystem::create_directories(d);
+    const std::string alpha = fields.find("lora_alpha") == std::string::npos ? R"("lora_alpha": 16, )" : "";
+    std::ofstream(d / "adapter_config.json") << R"({"peft_type": "LORA", "target_modules": ["q_proj"], )" << alpha
+                                             << fields << "}";
+    return d;
+  };
+  const auto refused = [&](const std::string& tag, const std::string& fields, std::vector<std::string> parts) {
+    const auto d = with(tag, fields);
+    parts.push_back((d / "adapter_config.json").string());
+    BOOST_CHECK_EXCEPTION(read_adapter_config(d), loralab::error, [&](const loralab::error& e) {
+      BOOST_TEST_MESSAGE(tag << ": " << e.what());
+      bool all = true;
+      for (const auto& p : parts) all = all && std::string(e.what()).find(p) != std::string::npos;
+      return all;
+    });
+  };
+  BOOST_TEST(read_adapter_config(with("integral_float", R"("r": 8.0)")).config.r == 8);
+  BOOST_TEST(read_adapter_config(with("pattern", R"("r": 8, "rank_pattern": {"q_proj": 4.0})")).rank_pattern.at("q_proj") == 4);
+  refused("r_huge", R"("r": 1e200)", {"key 'r'", "1e+200", "not an integer"});
+  refused("r_fraction", R"("r": 8.5)", {"key 'r'", "8.5", "not an integer"});
+  refused("r_past_int", R"("r": 4294967304)", {"key 'r'", "4294967304"});
+  refused("r_string", R"("r": "8")", {"key 'r'", "\"8\""});
+  refused("r_zero", R"("r": 0)", {"must be > 0"});
+  refused("pattern_huge", R"("r": 8, "rank_pattern": {"q_proj": 1e200})", {"key 'rank_pattern.q_proj'", "1e+200"});
+  refused("pattern_negative", R"("r": 8, "rank_pattern": {"q_proj": -4})", {"key 'rank_pattern.q_proj'", "-4"});
+  refused("alpha_huge", R"("r": 8, "lora_alpha": 1e300)", {"alpha", "1e+300"});
+  refused("alpha_pattern_zero", R"("r": 8, "alpha_pattern": {"q_proj": 0})", {"key 'alpha_pattern.q_proj'"});
+  refused("dora_mistyped", R"("r": 8, "use_dora": 3)", {"mistyped"});
+  refused("bias_mistyped", R"("r": 8, "bias": 1)", {"mistyped"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
