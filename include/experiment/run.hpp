@@ -164,6 +164,9 @@ run_result train_model(Model& m, const data::prepared_dataset& data, const run_s
   return r;
 }
 
+template <class S, int Rank>
+run_result train_scheme(const nn::model_file& file, const data::prepared_dataset& data, const run_spec& spec);
+
 /// Builds the base of `file` with spec.scheme (one of Schemes: an unknown name is an error listing them; a ggml scheme
 /// over a GGUF that stored its linears so takes the file's blocks as they are, nn::make_linear_from_file), attaches
 /// adapters, evaluates on data.val, trains on data.train, evaluates again. Rank fixes the adapters' rank at compile
@@ -173,14 +176,27 @@ run_result train_one(const nn::model_file& file, const data::prepared_dataset& d
   spec.validate();
   LORALAB_CHECK(data.train.size() > 0, "train_one: the training set is empty");
   run_result r;
-  quant::dispatch_scheme<Schemes>(quant::canonical_scheme_name(spec.scheme), [&]<class S>(std::type_identity<S>) {
-    using W = nn::weight_of_t<S>;
-    auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
-      return nn::make_linear_from_file<W>(file, name, d, n, k);  // a GGUF's own blocks when it stored them in S (q4_1)
-    });
-    on_device(m, spec.device, [&](auto& model) { r = train_model(model, data, spec); });
+  quant::dispatch_scheme<Schemes>(quant::canonical_scheme_name(spec.scheme),
+                                  [&]<class S>(std::type_identity<S>) { r = train_scheme<S, Rank>(file, data, spec); });
+  return r;
+}
+
+/// train_one's run for the one scheme S (spec.scheme names it; train_one checked the rest). Not inline, on purpose:
+/// experiment/prebuilt_runs.hpp declares it extern for model_schemes, so a program linking loralab_runs calls the
+/// copy compiled once there instead of instantiating seven models and their trainers itself.
+template <class S, int Rank>
+run_result train_scheme(const nn::model_file& file, const data::prepared_dataset& data, const run_spec& spec) {
+  using W = nn::weight_of_t<S>;
+  auto m = lora::make_lora_model<nn::linear<W>, Rank>(file, [&](const std::string& name, const float* d, Eigen::Index n, Eigen::Index k) {
+    return nn::make_linear_from_file<W>(file, name, d, n, k);  // a GGUF's own blocks when it stored them in S (q4_1)
   });
+  run_result r;
+  on_device(m, spec.device, [&](auto& model) { r = train_model(model, data, spec); });
   return r;
 }
 
 }  // namespace loralab::experiment
+
+#ifdef LORALAB_PREBUILT_RUNS
+#include "experiment/prebuilt_runs.hpp"  // IWYU pragma: export
+#endif
