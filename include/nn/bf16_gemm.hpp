@@ -6,7 +6,8 @@
 // With oneDNN (CMake LORALAB_ONEDNN, Debian's libdnnl-dev) the product is a oneDNN matmul primitive, created once per
 // shape and kept: on a CPU with AVX512-BF16 oneDNN's JIT picks `brg:avx512_core_bf16` (two bf16 products per lane
 // and instruction: 2.1x OpenBLAS's sgemm on an AMD EPYC Zen 4 at the shapes of a 30M step, 1 thread); elsewhere it
-// picks what the CPU has. Without oneDNN the operands are widened back to float and multiplied by the BLAS: the
+// picks what the CPU has. Where it has no bf16 matmul (Debian's 2.6 without AVX-512: AMD Zen 3), and without
+// oneDNN, the operands are widened back to float and multiplied by the BLAS: the
 // same bf16-rounded numbers, no speed-up (bf16_gemm_backend() says which).
 //
 // Layouts: row-major with leading dimensions; B is (K, N), or with b_transposed the (N, K) rows of a weight W,
@@ -43,11 +44,50 @@ inline void to_bf16(const float* __restrict in, std::uint16_t* __restrict out, s
   }
 }
 
+namespace detail {
+/// The product without a bf16 GEMM: the bf16 operands widened to float (exactly) and multiplied by the BLAS.
+inline void gemm_bf16_widened(std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
+                              const std::uint16_t* B, std::int64_t ldb, bool b_transposed, float* C, std::int64_t ldc,
+                              bool accumulate) {
+  matrix<float> a(M, K), b(K, N);
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t l = 0; l < K; ++l) a(i, l) = bf16_to_float(A[i * lda + l]);
+  for (std::int64_t l = 0; l < K; ++l)
+    for (std::int64_t j = 0; j < N; ++j) b(l, j) = bf16_to_float(b_transposed ? B[j * ldb + l] : B[l * ldb + j]);
+  Eigen::Map<matrix<float>, 0, Eigen::OuterStride<>> c(C, M, N, Eigen::OuterStride<>(ldc));
+  if (accumulate) c.noalias() += a * b;
+  else c.noalias() = a * b;
+}
+
+#ifdef LORALAB_HAVE_ONEDNN
+/// Whether oneDNN has a bf16 matmul on this CPU: Debian's oneDNN 2.6 has none without AVX-512 (an AMD Zen 3, say),
+/// and refuses to create the primitive ("could not create a primitive descriptor iterator").
+inline bool onednn_has_bf16_matmul() {
+  static const bool has = [] {
+    try {
+      using namespace dnnl;
+      const engine eng(engine::kind::cpu, 0);
+      const memory::desc a({1, 1}, memory::data_type::bf16, memory::format_tag::ab);
+      const memory::desc c({1, 1}, memory::data_type::f32, memory::format_tag::ab);
+      (void)matmul::primitive_desc(matmul::desc(a, a, c), eng);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+#endif
+}  // namespace detail
+
 /// Which library runs bf16 products here.
 inline std::string bf16_gemm_backend() {
 #ifdef LORALAB_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();
-  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  const std::string onednn = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  if (!detail::onednn_has_bf16_matmul())
+    return "none (" + onednn + " has no bf16 matmul on this CPU: bf16 operands widened to float, BLAS sgemm)";
+  return onednn;
 #else
   return "none (built without oneDNN: bf16 operands widened to float, BLAS sgemm)";
 #endif
@@ -58,6 +98,7 @@ inline void gemm_bf16(std::int64_t M, std::int64_t N, std::int64_t K, const std:
                       std::int64_t ldb, bool b_transposed, float* C, std::int64_t ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
 #ifdef LORALAB_HAVE_ONEDNN
+  if (!detail::onednn_has_bf16_matmul()) return detail::gemm_bf16_widened(M, N, K, A, lda, B, ldb, b_transposed, C, ldc, accumulate);
   using namespace dnnl;
   using key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, bool>;
   struct cached {
@@ -97,14 +138,7 @@ inline void gemm_bf16(std::int64_t M, std::int64_t N, std::int64_t K, const std:
                      {DNNL_ARG_SCRATCHPAD, memory(p.scratch, eng, scratch.data())}});
   s.wait();
 #else
-  matrix<float> a(M, K), b(K, N);
-  for (std::int64_t i = 0; i < M; ++i)
-    for (std::int64_t l = 0; l < K; ++l) a(i, l) = bf16_to_float(A[i * lda + l]);
-  for (std::int64_t l = 0; l < K; ++l)
-    for (std::int64_t j = 0; j < N; ++j) b(l, j) = bf16_to_float(b_transposed ? B[j * ldb + l] : B[l * ldb + j]);
-  Eigen::Map<matrix<float>, 0, Eigen::OuterStride<>> c(C, M, N, Eigen::OuterStride<>(ldc));
-  if (accumulate) c.noalias() += a * b;
-  else c.noalias() = a * b;
+  detail::gemm_bf16_widened(M, N, K, A, lda, B, ldb, b_transposed, C, ldc, accumulate);
 #endif
 }
 

@@ -99,7 +99,9 @@ BOOST_AUTO_TEST_CASE(training_forward_gives_the_decoder_logits) {
   teacher_forced(m, &cached);
   const auto seq = ids("sequence_token_ids");
   const matrix<float>& full = m.forward(seq, 1, int(seq.size()));
-  BOOST_TEST((full - cached).cwiseAbs().maxCoeff() <= 1e-5f);
+  // Only the summation order differs (blocked GEMM vs one row at a time): < 1e-5 with AVX-512 kernels, 1.9e-5
+  // measured with AVX2 ones (AMD Zen 3); a wrong position or cache entry differs by O(1).
+  BOOST_TEST((full - cached).cwiseAbs().maxCoeff() <= 5e-5f);
 }
 
 BOOST_AUTO_TEST_CASE(greedy_text_matches_run_c_with_both_tokenizers) {
