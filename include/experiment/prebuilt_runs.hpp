@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Runs compiled once: train_scheme<S, dynamic_rank> for every scheme of quant::model_schemes, declared `extern
-// template` here and instantiated in the loralab_runs library (prebuilt/, one object per scheme, built in parallel).
+// template` here and instantiated in the loralab_runs library (prebuilt/train_schemes.cpp: one object for all seven, which costs
+// what one scheme alone costs — ~100 s on 2 cores — since the trainer, optimizers and kernels are shared).
 // A program that links loralab_runs (CMake defines LORALAB_PREBUILT_RUNS for it and experiment/run.hpp includes this
 // file) calls those copies: it no longer compiles seven models, their backward passes, trainers and device twins of
 // its own. Everything else, a fixed Rank or a scheme outside model_schemes (ggml's), is still instantiated where it
@@ -17,7 +18,7 @@
 
 namespace loralab::experiment {
 
-/// The I-th scheme of a scheme_list (prebuilt/train_scheme.cpp.in instantiates one per object file).
+/// The I-th scheme of a scheme_list (prebuilt/train_schemes.cpp instantiates the run of each).
 template <std::size_t I, class List>
 struct prebuilt_scheme;
 template <std::size_t I, class First, class... Rest>
@@ -29,11 +30,11 @@ struct prebuilt_scheme<0, quant::scheme_list<First, Rest...>> {
 template <std::size_t I>
 using prebuilt_scheme_t = typename prebuilt_scheme<I, quant::model_schemes>::type;
 
-/// How many runs loralab_runs holds; prebuilt/CMakeLists.txt builds this many objects.
+/// How many runs loralab_runs holds (prebuilt/train_schemes.cpp checks it too).
 inline constexpr std::size_t prebuilt_run_count = 7;
 static_assert(quant::model_schemes::size == prebuilt_run_count,
               "model_schemes changed: update prebuilt_run_count, the extern declarations below and "
-              "LORALAB_PREBUILT_RUN_COUNT in prebuilt/CMakeLists.txt");
+              "the definitions in prebuilt/train_schemes.cpp");
 
 #define LORALAB_PREBUILT_RUN_DECLARATION(I)                                                                  \
   extern template run_result train_scheme<prebuilt_scheme_t<I>, lora::dynamic_rank>(                         \
